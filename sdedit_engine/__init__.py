@@ -1,0 +1,45 @@
+"""sdedit_engine: SDEdit and SDE-based editing over any σ-space denoiser (torch only, no ComfyUI).
+
+Backends (ComfyUI's model objects, diffusers) implement one small interface — ``denoiser(x, sigma,
+**cond) -> x0 estimate`` with ``x = x0 + σ·ε`` — and every algorithm here runs on top of it.
+"""
+
+from .conversions import (
+    comfy_denoise_sigmas,
+    comfy_denoise_to_t0,
+    strength_to_t0,
+    t0_to_comfy_denoise,
+    t0_to_strength,
+)
+from .denoisers import Denoiser, DiscreteTimeDenoiser
+from .noise import NoiseSource, derive_seed, normalize_seeds
+from .samplers import SAMPLER_NAMES, SAMPLERS, SamplingCancelled, StepInfo, get_sampler, run_sampler
+from .schedules import SPACINGS, DiscreteSchedule
+from .sdedit import KNOWN_NOISE_MODES, MaskedDenoiser, sdedit, sdedit_sigmas
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DiscreteSchedule",
+    "DiscreteTimeDenoiser",
+    "Denoiser",
+    "KNOWN_NOISE_MODES",
+    "MaskedDenoiser",
+    "NoiseSource",
+    "SAMPLERS",
+    "SAMPLER_NAMES",
+    "SPACINGS",
+    "SamplingCancelled",
+    "StepInfo",
+    "comfy_denoise_sigmas",
+    "comfy_denoise_to_t0",
+    "derive_seed",
+    "get_sampler",
+    "normalize_seeds",
+    "run_sampler",
+    "sdedit",
+    "sdedit_sigmas",
+    "strength_to_t0",
+    "t0_to_comfy_denoise",
+    "t0_to_strength",
+]
