@@ -214,10 +214,19 @@ def resize_to_multiple(image: torch.Tensor, multiple: int = 8, max_side: int | N
     return resize(image, (nh, nw))
 
 
-def latent_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Pixel mask -> latent-resolution mask by area averaging (a latent cell is as editable as its pixels)."""
+def latent_mask(mask: torch.Tensor, size: tuple[int, int], mode: str = "area") -> torch.Tensor:
+    """Pixel mask -> latent-resolution mask.
+
+    ``area`` averages (a latent cell is as editable as its pixels on average; soft edges like
+    ComfyUI's bilinear resize); ``max`` takes the most editable pixel, so thin strokes are not
+    lost on the 1/8 grid (§4.3) — use it when the original is pasted back in pixel space anyway.
+    """
     if tuple(mask.shape[-2:]) == tuple(size):
         return mask
+    if mode == "max":
+        return F.adaptive_max_pool2d(mask.float(), tuple(size)).clamp(0, 1)
+    if mode != "area":
+        raise ValueError(f"latent_mask mode must be 'area' or 'max', got {mode!r}")
     return F.interpolate(mask.float(), size=tuple(size), mode="area").clamp(0, 1)
 
 

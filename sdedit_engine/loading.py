@@ -1,0 +1,208 @@
+"""Loading diffusers models for :class:`~sdedit_engine.pipeline.SDEditPipeline`: offline first, safetensors only.
+
+Policy (issue 4):
+
+* **Offline first.** Everything is loaded with ``local_files_only=True`` unless the caller passes
+  ``allow_download=True``. A path that does not exist and is not in the Hugging Face cache is a
+  :class:`ModelLoadError` whose message names the path.
+* **Safetensors only.** Pickle checkpoints (``.ckpt``, ``.pt``, ``.pth``, ``.bin``) can run code when
+  unpickled, so they are refused with a message saying how to convert; they are never opened.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
+SUPPORTED_PIPELINES = ("StableDiffusion", "StableDiffusionXL", "StableDiffusionImg2Img", "StableDiffusionXLImg2Img",
+                       "StableDiffusionInpaint", "StableDiffusionXLInpaint", "StableDiffusionControlNet",
+                       "StableDiffusionXLControlNet", "StableDiffusionControlNetImg2Img",
+                       "StableDiffusionXLControlNetImg2Img")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+class ModelLoadError(ValueError):
+    """A model could not be loaded; the message names the path and what to do."""
+
+
+class PickleCheckpointError(ModelLoadError):
+    """A pickle checkpoint was given: refused, because unpickling can execute arbitrary code."""
+
+
+def refuse_pickle(path: Path) -> None:
+    raise PickleCheckpointError(
+        f"refusing pickle checkpoint {path}: only .safetensors weights are loaded (unpickling can run code); "
+        "convert it to safetensors first"
+    )
+
+
+def looks_like_hub_id(name: str) -> bool:
+    return bool(_HUB_ID.match(name)) and not Path(name).exists()
+
+
+def _folder_weights_check(folder: Path) -> None:
+    """Refuse a diffusers folder whose component weights exist only as pickle files."""
+    index = folder / "model_index.json"
+    try:
+        spec = json.loads(index.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{index} is missing or unreadable ({e}); expected a diffusers model folder") from None
+    for comp, value in spec.items():
+        if comp.startswith("_") or not isinstance(value, list) or value[0] is None:
+            continue
+        sub = folder / comp
+        if not sub.is_dir():
+            continue
+        files = [f for f in sub.iterdir() if f.is_file()]
+        has_safe = any(f.suffix == ".safetensors" for f in files)
+        pickles = [f for f in files if f.suffix in PICKLE_SUFFIXES]
+        if pickles and not has_safe:
+            refuse_pickle(pickles[0])
+
+
+def pipeline_class_name(folder: Path) -> str:
+    spec = json.loads((folder / "model_index.json").read_text())
+    return str(spec.get("_class_name", ""))
+
+
+def load_diffusers_pipeline(model: str | Path, *, allow_download: bool = False, torch_dtype=None,
+                            variant: str | None = None, **overrides: Any):
+    """Load a Stable Diffusion (1.x/2.x) or SDXL diffusers pipeline from a folder, the HF cache, or (if allowed) the hub."""
+    import diffusers
+
+    name = str(model)
+    path = Path(name).expanduser()
+    if path.is_file():
+        raise ModelLoadError(f"{path} is a file; use from_single_file for single-file .safetensors checkpoints")
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(f"{path} is not a diffusers model folder (no model_index.json)")
+        _folder_weights_check(path)
+        source, local_only = str(path), True
+        cls_name = pipeline_class_name(path)
+    elif looks_like_hub_id(name):
+        source, local_only, cls_name = name, not allow_download, ""
+    else:
+        raise ModelLoadError(f"model not found: {path} (no such folder)")
+    if cls_name and not any(cls_name == c + "Pipeline" for c in SUPPORTED_PIPELINES):
+        raise ModelLoadError(f"{path}: unsupported pipeline {cls_name!r}; SDEditPipeline supports SD 1.x/2.x and SDXL")
+    kwargs: dict[str, Any] = dict(local_files_only=local_only, use_safetensors=True)
+    if torch_dtype is not None:
+        kwargs["torch_dtype"] = torch_dtype
+    if variant:
+        kwargs["variant"] = variant
+    if not cls_name or "XL" not in cls_name:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    kwargs.update(overrides)
+    try:
+        return diffusers.DiffusionPipeline.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if not path.is_dir():
+            how = "" if allow_download else "; downloads are disabled (allow_download=True / --allow-download)"
+            raise ModelLoadError(f"model {name!r} is not a local folder and could not be loaded from the Hugging Face cache{how}: {msg}") from None
+        if "safetensors" in msg.lower():
+            raise ModelLoadError(f"{path}: no .safetensors weights found (pickle weights are refused): {msg}") from None
+        raise ModelLoadError(f"cannot load model {path}: {msg}") from None
+
+
+def single_file_is_xl(path: Path) -> bool:
+    """Tell SDXL from SD1.x/2.x by the tensor names (read from the safetensors header only)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return any(k.startswith("conditioner.embedders.1.") for k in f.keys())
+
+
+def load_single_file_pipeline(path: str | Path, *, config: str | Path | None = None, allow_download: bool = False,
+                              torch_dtype=None, **overrides: Any):
+    """Load an original-format (LDM/A1111) ``.safetensors`` checkpoint with diffusers' ``from_single_file``.
+
+    Offline this needs ``config``: a local diffusers folder (or a cached hub id) with the same
+    architecture, whose component configs describe the checkpoint's tensors.
+    """
+    import diffusers
+
+    p = Path(path).expanduser()
+    if p.suffix.lower() in PICKLE_SUFFIXES:
+        refuse_pickle(p)
+    if not p.is_file():
+        raise ModelLoadError(f"checkpoint not found: {p}")
+    if p.suffix.lower() != ".safetensors":
+        raise ModelLoadError(f"{p}: single-file checkpoints must be .safetensors")
+    try:
+        xl = single_file_is_xl(p)
+    except Exception as e:  # safetensors raises its own error types for a bad header
+        raise ModelLoadError(f"cannot read safetensors checkpoint {p}: {e}") from None
+    cls = diffusers.StableDiffusionXLPipeline if xl else diffusers.StableDiffusionPipeline
+    kwargs: dict[str, Any] = dict(local_files_only=not allow_download)
+    if config is not None:
+        cfg = Path(config).expanduser()
+        if not cfg.exists() and not looks_like_hub_id(str(config)):
+            raise ModelLoadError(f"config not found: {cfg}")
+        kwargs["config"] = str(cfg) if cfg.exists() else str(config)
+    if torch_dtype is not None:
+        kwargs["torch_dtype"] = torch_dtype
+    if not xl:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    kwargs.update(overrides)
+    try:
+        return cls.from_single_file(str(p), **kwargs)
+    except Exception as e:  # diffusers raises many types here; the user needs one line
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        hint = "" if config is not None else " (offline loading needs config=<diffusers folder of the same architecture>)"
+        raise ModelLoadError(f"cannot load single-file checkpoint {p}{hint}: {msg}") from None
+
+
+def load_controlnet(model, *, allow_download: bool = False, torch_dtype=None):
+    """A ``ControlNetModel`` from a folder (or cached hub id); passes an already built model through."""
+    import diffusers
+
+    if isinstance(model, diffusers.ControlNetModel):
+        return model
+    name = str(model)
+    p = Path(name).expanduser()
+    if p.is_file():
+        if p.suffix.lower() in PICKLE_SUFFIXES:
+            refuse_pickle(p)
+        loader, src = diffusers.ControlNetModel.from_single_file, str(p)
+    elif p.is_dir() or looks_like_hub_id(name):
+        loader, src = diffusers.ControlNetModel.from_pretrained, str(p) if p.is_dir() else name
+    else:
+        raise ModelLoadError(f"controlnet not found: {p}")
+    kwargs: dict[str, Any] = dict(local_files_only=not allow_download)
+    if loader is diffusers.ControlNetModel.from_pretrained:
+        kwargs["use_safetensors"] = True
+    if torch_dtype is not None:
+        kwargs["torch_dtype"] = torch_dtype
+    try:
+        return loader(src, **kwargs)
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelLoadError(f"cannot load controlnet {src}: {msg}") from None
+
+
+def check_lora_path(path) -> Path | str:
+    """Validate a LoRA location: a .safetensors file or a folder holding one (pickle refused)."""
+    name = str(path)
+    p = Path(name).expanduser()
+    if p.is_file():
+        if p.suffix.lower() in PICKLE_SUFFIXES:
+            refuse_pickle(p)
+        if p.suffix.lower() != ".safetensors":
+            raise ModelLoadError(f"{p}: LoRA weights must be a .safetensors file")
+        return p
+    if p.is_dir():
+        files = list(p.glob("*.safetensors"))
+        if not files:
+            pickles = [f for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES]
+            if pickles:
+                refuse_pickle(pickles[0])
+            raise ModelLoadError(f"no .safetensors LoRA weights in {p}")
+        return p
+    if looks_like_hub_id(name):
+        return name
+    raise ModelLoadError(f"LoRA not found: {p}")

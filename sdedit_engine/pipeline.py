@@ -1,0 +1,277 @@
+"""``SDEditPipeline``: SDEdit on diffusers Stable Diffusion / SDXL models, outside ComfyUI.
+
+The pipeline only *adapts* diffusers components to the engine: the VAE maps pixels to latents
+(scaling/shift factors applied), the text encoders and UNet become a ``model_fn`` (CFG,
+ControlNet, SDXL added conditioning; :mod:`sdedit_engine.text`), and the scheduler contributes
+only its ``alphas_cumprod`` table. ``DiscreteTimeDenoiser`` + :func:`sdedit_engine.sdedit.sdedit`
+do all the sampling, so the math is the same as in the ComfyUI nodes.
+
+    pipe = SDEditPipeline.from_pretrained("path/to/sd15")      # offline, safetensors only
+    out = pipe(image, mask=mask, prompt="a church", t0=0.5, steps=20, sampler="ddpm", seed=0)
+    out.images[0].save("edited.png")
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import imaging
+from .denoisers import DiscreteTimeDenoiser
+from .loading import (ModelLoadError, check_lora_path, load_controlnet, load_diffusers_pipeline,
+                      load_single_file_pipeline)
+from .schedules import DiscreteSchedule, check_t0
+from .sdedit import sdedit, sdedit_sigmas
+from .text import TextConditioning, encode_text, make_model_fn
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+@dataclass
+class SDEditOutput:
+    """Result of one call. ``images``: list of PIL (``pil``), ``(B,H,W,3)`` float array (``np``),
+    ``(B,3,H,W)`` tensor (``pt``) or the latents (``latent``)."""
+
+    images: Any
+    latents: torch.Tensor
+    t0: float
+    sigma0: float
+    steps: int
+    nfe: int  # UNet evaluations per item (a CFG evaluation is one batch-2 call)
+    seeds: list[int] = field(default_factory=list)
+    sigmas: Optional[torch.Tensor] = None
+
+
+def _seeds(seed, generator, n: int) -> list[int]:
+    """One integer seed per item: from ``seed`` (int → seed+i, or a list), else drawn from ``generator``.
+
+    The engine draws noise from one seeded CPU generator per item (device independent); a
+    ``torch.Generator`` is therefore only used to pick those seeds.
+    """
+    if seed is not None and generator is not None:
+        raise ValueError("pass either seed or generator, not both")
+    if generator is not None:
+        gens = generator if isinstance(generator, (list, tuple)) else [generator]
+        if len(gens) not in (1, n):
+            raise ValueError(f"got {len(gens)} generators for a batch of {n}")
+        if len(gens) == 1:
+            base = int(torch.randint(0, 2**62, (1,), generator=gens[0], device=gens[0].device))
+            return [base + i for i in range(n)]
+        return [int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)) for g in gens]
+    if seed is None:
+        seed = 0
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != n:
+            raise ValueError(f"seed list has {len(seed)} entries but the batch has {n} items")
+        return [int(s) for s in seed]
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    return [int(seed) + i for i in range(n)]
+
+
+class SDEditPipeline:
+    """SDEdit with a diffusers SD 1.x/2.x or SDXL model (ε- or v-prediction), optional ControlNet and LoRA."""
+
+    def __init__(self, pipe, controlnet=None, device: str | torch.device | None = None):
+        self.pipe = pipe  # the diffusers pipeline: components, encode_prompt, LoRA loading
+        self.controlnet = controlnet
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.pipe.to(self.device)
+        if controlnet is not None:
+            controlnet.to(self.device)
+        self.lora_scale: float | None = None
+        sched = pipe.scheduler
+        if not hasattr(sched, "alphas_cumprod"):
+            raise ModelLoadError(f"scheduler {type(sched).__name__} has no alphas_cumprod (not a discrete VP model)")
+        self.schedule = DiscreteSchedule.from_alphas_cumprod(torch.as_tensor(sched.alphas_cumprod, dtype=torch.float64))
+        self.prediction_type = sched.config.get("prediction_type", "epsilon")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ModelLoadError(f"unsupported prediction_type {self.prediction_type!r} (epsilon or v_prediction)")
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, model, *, controlnet=None, allow_download: bool = False, torch_dtype=None,
+                        device=None, variant: str | None = None, **kwargs) -> "SDEditPipeline":
+        """Load a diffusers folder (or a cached hub id; downloads only with ``allow_download=True``)."""
+        pipe = load_diffusers_pipeline(model, allow_download=allow_download, torch_dtype=torch_dtype, variant=variant, **kwargs)
+        cn = load_controlnet(controlnet, allow_download=allow_download, torch_dtype=torch_dtype) if controlnet is not None else None
+        return cls(pipe, cn, device)
+
+    @classmethod
+    def from_single_file(cls, path, *, config=None, controlnet=None, allow_download: bool = False, torch_dtype=None,
+                         device=None, **kwargs) -> "SDEditPipeline":
+        """Load an original-format ``.safetensors`` checkpoint (pickle formats are refused)."""
+        pipe = load_single_file_pipeline(path, config=config, allow_download=allow_download, torch_dtype=torch_dtype, **kwargs)
+        cn = load_controlnet(controlnet, allow_download=allow_download, torch_dtype=torch_dtype) if controlnet is not None else None
+        return cls(pipe, cn, device)
+
+    @classmethod
+    def load(cls, model, **kwargs) -> "SDEditPipeline":
+        """``from_single_file`` for a file path, ``from_pretrained`` otherwise (used by the CLI)."""
+        from pathlib import Path
+
+        return cls.from_single_file(model, **kwargs) if Path(str(model)).expanduser().is_file() else \
+            cls.from_pretrained(model, **{k: v for k, v in kwargs.items() if k != "config"})
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    @property
+    def vae(self):
+        return self.pipe.vae
+
+    @property
+    def is_xl(self) -> bool:
+        return getattr(self.unet.config, "addition_embed_type", None) == "text_time"
+
+    def set_controlnet(self, controlnet, allow_download: bool = False) -> None:
+        """Attach (path or ``ControlNetModel``) or detach (None) a ControlNet."""
+        self.controlnet = None if controlnet is None else load_controlnet(controlnet, allow_download=allow_download).to(self.device)
+
+    def load_lora_weights(self, path, scale: float = 1.0, adapter_name: str | None = None) -> None:
+        """Load a diffusers/peft (or kohya) LoRA from a ``.safetensors`` file or folder; ``scale`` weights it."""
+        src = check_lora_path(path)
+        kw = {"adapter_name": adapter_name} if adapter_name else {}
+        try:
+            if hasattr(src, "is_file") and src.is_file():
+                self.pipe.load_lora_weights(str(src.parent), weight_name=src.name, **kw)
+            else:
+                self.pipe.load_lora_weights(str(src), **kw)
+        except (ValueError, OSError, KeyError, RuntimeError) as e:
+            raise ModelLoadError(f"cannot load LoRA {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        self.lora_scale = float(scale)
+
+    def unload_lora_weights(self) -> None:
+        self.pipe.unload_lora_weights()
+        self.lora_scale = None
+
+    def enable_vae_tiling(self, enabled: bool = True) -> None:
+        """Tile the VAE encode/decode for large images (bounded memory; seams are blended by diffusers)."""
+        (self.vae.enable_tiling if enabled else self.vae.disable_tiling)()
+
+    # ------------------------------------------------------------------ VAE
+    def _vae_dtype(self):
+        if self.vae.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
+            self.vae.to(torch.float32)
+        return self.vae.dtype
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B,3,H,W)`` in [0,1] (H, W multiples of 8) → scaled latents (posterior mode, as ComfyUI)."""
+        dist = self.vae.encode((images * 2 - 1).to(self.device, self._vae_dtype())).latent_dist
+        lat = dist.mode().float()
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        return (lat - shift) * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents → ``(B,3,H,W)`` in [0,1] (float32)."""
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        z = latents / self.vae.config.scaling_factor + shift
+        img = self.vae.decode(z.to(self.device, self._vae_dtype()), return_dict=False)[0]
+        return ((img.float() + 1) / 2).clamp(0, 1)
+
+    # ------------------------------------------------------------------ model
+    def encode_prompt(self, prompt, negative_prompt, n: int, guidance_scale: float, height: int, width: int) -> TextConditioning:
+        return encode_text(self.pipe, prompt, negative_prompt, n, guidance_scale, self.device,
+                           height=height, width=width, lora_scale=self.lora_scale)
+
+    def make_denoiser(self, guidance_scale: float = 7.5, control_image: Optional[torch.Tensor] = None,
+                      control_scale: float = 1.0) -> DiscreteTimeDenoiser:
+        """The σ-space denoiser of this model; call it with ``**TextConditioning.as_extra_args()``."""
+        if control_image is not None and self.controlnet is None:
+            raise ValueError("control_image given but no ControlNet is loaded (controlnet=... / set_controlnet)")
+        fn = make_model_fn(self.unet, guidance_scale, self.controlnet if control_image is not None else None,
+                           control_image, control_scale, self.lora_scale)
+        return DiscreteTimeDenoiser(fn, self.schedule, self.prediction_type)
+
+    # ------------------------------------------------------------------ call
+    def _prepare_mask(self, mask, image: torch.Tensor, grow: int, blur: float) -> Optional[torch.Tensor]:
+        if mask is None:
+            return None
+        m = imaging.mask_to_tensor(mask)
+        imaging.check_same_size(image, m)
+        if m.shape[0] not in (1, image.shape[0]):
+            raise ValueError(f"mask batch {m.shape[0]} does not match the image batch {image.shape[0]}")
+        m = imaging.grow_mask(m, grow) if grow else m
+        return imaging.feather_mask(m, blur) if blur else m
+
+    @torch.no_grad()
+    def __call__(self, image, mask=None, prompt: str | Sequence[str] = "", negative_prompt: str | Sequence[str] | None = None,
+                 *, t0: float = 0.5, steps: int = 20, sampler: str = "dpmpp_2m_sde", guidance_scale: float = 7.5,
+                 repeats: int = 1, seed: int | Sequence[int] | None = None, generator=None, num_images: int = 1,
+                 output_type: str = "pil", control_image=None, controlnet_conditioning_scale: float = 1.0,
+                 spacing: str = "uniform", known_noise: str = "fresh", mask_grow: int = 0, mask_blur: float = 0,
+                 composite: bool = True, sigmas: Optional[torch.Tensor] = None, progress: bool = True,
+                 callback: Optional[Callable] = None) -> SDEditOutput:
+        """Edit ``image`` (PIL, numpy, tensor or list) with SDEdit.
+
+        t0 is the paper's noise level (σ of timestep round(t0·T)−1), not diffusers' ``strength``.
+        With a ``mask`` (1 = edit) only the masked area is regenerated, and after decoding the
+        original pixels are pasted back wherever the (grown/feathered) mask is 0, bit for bit.
+        ``num_images`` copies of each input get seeds seed, seed+1, …; ``repeats`` is the paper's K.
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        t0 = check_t0(t0)
+        if not math.isfinite(float(guidance_scale)) or guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+        original = imaging.to_tensor(image).float()
+        if num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {num_images}")
+        original = original.repeat_interleave(num_images, dim=0)
+        b, _, h, w = original.shape
+        pmask = self._prepare_mask(mask, original, mask_grow, mask_blur)
+        if pmask is not None and pmask.shape[0] != b:
+            pmask = pmask.repeat_interleave(b // pmask.shape[0], dim=0)
+        seeds = _seeds(seed, generator, b)
+
+        padded, size = imaging.pad_to_multiple(original, self.vae_scale_factor)
+        ph, pw = padded.shape[-2:]
+        guide = self.encode(padded)
+        lmask = None
+        if pmask is not None:
+            pm, _ = imaging.pad_to_multiple(pmask, self.vae_scale_factor)
+            lmask = imaging.latent_mask(pm, tuple(guide.shape[-2:]), mode="max").to(self.device, guide.dtype)
+
+        ctrl = None
+        if control_image is not None:
+            ctrl = imaging.resize(imaging.to_tensor(control_image).float(), (ph, pw))
+            if ctrl.shape[0] not in (1, b):
+                ctrl = ctrl.repeat_interleave(num_images, dim=0)
+            ctrl = ctrl.expand(b, -1, -1, -1).to(self.device)
+        cond = self.encode_prompt(prompt, negative_prompt, b, guidance_scale, ph, pw) if not isinstance(prompt, TextConditioning) else prompt
+        denoiser = self.make_denoiser(guidance_scale, ctrl, controlnet_conditioning_scale)
+        grid = sigmas if sigmas is not None else sdedit_sigmas(self.schedule, t0, steps, spacing)
+        n_steps = len(grid) - 1
+
+        bar = tqdm(total=n_steps * repeats, desc="sdedit", disable=not progress, leave=False)
+
+        def on_step(info):
+            bar.update(1)
+            return callback(info) if callback is not None else None
+
+        try:
+            latents = sdedit(denoiser, guide, t0=t0, steps=steps, sampler=sampler, mask=lmask, repeats=repeats,
+                             seed=seeds, spacing=spacing, known_noise=known_noise, callback=on_step,
+                             extra_args=cond.as_extra_args(), sigmas=grid)
+        finally:
+            bar.close()
+        nfe = n_steps * repeats  # first-order and multistep samplers: one model call per step
+        out = SDEditOutput(None, latents, t0, float(grid[0]), n_steps, nfe, seeds, grid)
+        if output_type == "latent":
+            out.images = latents
+            return out
+        result = imaging.unpad(self.decode(latents).cpu(), size)
+        if composite and pmask is not None:
+            result = imaging.composite(result, original, pmask)
+        out.images = imaging.to_pil(result) if output_type == "pil" else (
+            result.permute(0, 2, 3, 1).numpy() if output_type == "np" else result)
+        return out
