@@ -71,8 +71,6 @@ def pipeline_class_name(folder: Path) -> str:
 def load_diffusers_pipeline(model: str | Path, *, allow_download: bool = False, torch_dtype=None,
                             variant: str | None = None, **overrides: Any):
     """Load a Stable Diffusion (1.x/2.x) or SDXL diffusers pipeline from a folder, the HF cache, or (if allowed) the hub."""
-    import diffusers
-
     name = str(model)
     path = Path(name).expanduser()
     if path.is_file():
@@ -89,6 +87,8 @@ def load_diffusers_pipeline(model: str | Path, *, allow_download: bool = False, 
         raise ModelLoadError(f"model not found: {path} (no such folder)")
     if cls_name and not any(cls_name == c + "Pipeline" for c in SUPPORTED_PIPELINES):
         raise ModelLoadError(f"{path}: unsupported pipeline {cls_name!r}; SDEditPipeline supports SD 1.x/2.x and SDXL")
+    import diffusers  # after the path checks: a typo fails fast, without the slow import
+
     kwargs: dict[str, Any] = dict(local_files_only=local_only, use_safetensors=True)
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
@@ -124,8 +124,6 @@ def load_single_file_pipeline(path: str | Path, *, config: str | Path | None = N
     Offline this needs ``config``: a local diffusers folder (or a cached hub id) with the same
     architecture, whose component configs describe the checkpoint's tensors.
     """
-    import diffusers
-
     p = Path(path).expanduser()
     if p.suffix.lower() in PICKLE_SUFFIXES:
         refuse_pickle(p)
@@ -137,6 +135,8 @@ def load_single_file_pipeline(path: str | Path, *, config: str | Path | None = N
         xl = single_file_is_xl(p)
     except Exception as e:  # safetensors raises its own error types for a bad header
         raise ModelLoadError(f"cannot read safetensors checkpoint {p}: {e}") from None
+    import diffusers
+
     cls = diffusers.StableDiffusionXLPipeline if xl else diffusers.StableDiffusionPipeline
     kwargs: dict[str, Any] = dict(local_files_only=not allow_download)
     if config is not None:
