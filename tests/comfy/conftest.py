@@ -1,0 +1,136 @@
+"""Fixtures for tests that run against a real ComfyUI (``tests/comfy/test_*.py``).
+
+The environment comes from ``bash scripts/test.sh`` (ComfyUI 0.3.75 copied to
+``${SDEDIT_TEST_CACHE:-~/.cache/sdedit-test}/comfyui``, chromium from Debian). When ComfyUI is
+missing, these tests skip -- except in CI (``CI`` set), where they fail.
+
+Session fixtures (one server for the whole run; every test in this folder is marked ``comfyui``):
+
+``comfyui_dir -> pathlib.Path``
+    The ComfyUI copy (has ``main.py``).
+``tiny_models -> dict[str, pathlib.Path]``
+    ``{"checkpoint", "lora", "controlnet"}``: the files of ``tests/fixtures/tiny_sd15.py``.
+    In the server their names are ``CKPT``, ``LORA`` and ``CONTROLNET`` (importable from here).
+``comfy_server -> harness.ComfyServer``
+    Running server (``--cpu --preview-method latent2rgb``) with this repo linked as
+    ``custom_nodes/comfyui-sdedit`` and the tiny models in ``models/{checkpoints,loras,controlnet}``.
+    ``object_info(cls=None)``, ``queue_prompt(api_prompt) -> prompt_id``,
+    ``wait(prompt_id, timeout=120) -> history entry`` (raises ``ComfyExecutionError`` with the
+    server's message, ``ComfyInterrupted``), ``run(api_prompt, timeout=120) -> {node_id: {"images":
+    [np.ndarray HxWxC uint8], "image_files": [...], ...}}``, ``upload_image(array|path) -> name``,
+    ``interrupt()``, ``free()``, ``history(id)``, ``queue()``, ``log()``, ``assert_pack_loaded()``,
+    ``import_failures()``, ``ws`` (websocket listener: ``ws.for_prompt(id)``, ``ws.wait_for(pred)``),
+    ``progress_events(id)``, ``preview_frames(id)``.
+    ComfyUI caches node results: an identical prompt executes nothing, so vary a seed or the
+    ``filename_prefix`` (or call ``free()``).
+``comfy_browser -> browser.Browser``
+    A headless chromium (Debian's, CDP over a pipe). Use with ``run_ui_workflow``.
+
+Function fixtures:
+
+``run_ui(workflow: dict, replacements: dict | None = None, timeout=180) -> history entry``
+    Runs a UI-format workflow through the real frontend (``app.loadGraphData`` +
+    ``app.queuePrompt(0)``) on ``comfy_server`` and fails on browser console errors.
+    ``replacements = {node_id_or_title_or_type: {widget_name: value}}``.
+``comfy_inprocess -> pathlib.Path``
+    Puts the ComfyUI copy first on ``sys.path`` so ``import comfy.samplers``,
+    ``import comfy.sd``, ``import latent_preview`` work in the test process (CPU, no server).
+    Then ``harness.import_pack()`` imports this repo as package ``comfyui_sdedit`` (so
+    ``comfyui_sdedit.nodes`` resolves the pack's relative imports), the way ComfyUI does.
+
+Helpers: ``harness.txt2img_prompt(ckpt_name, seed=0, steps=4, width=64, height=64, ...)`` builds
+the core txt2img API prompt (node ids "ckpt", "pos", "neg", "latent", "sampler", "decode",
+"save"); ``UI_DATA`` is the folder of UI-format workflows used by the tests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.comfy import browser as _browser
+from tests.comfy import harness
+from tests.fixtures import tiny_sd15
+
+CKPT = tiny_sd15.CHECKPOINT_NAME
+LORA = tiny_sd15.LORA_NAME
+CONTROLNET = tiny_sd15.CONTROLNET_NAME
+UI_DATA = Path(__file__).parent / "data"
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def _missing(reason: str):
+    """Skip locally, fail in CI."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI is set, so this is an error; run bash scripts/test.sh)", pytrace=False)
+    pytest.skip(f"{reason}; run bash scripts/test.sh to install it")
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.comfyui)
+
+
+@pytest.fixture(scope="session")
+def comfyui_dir() -> Path:
+    d = harness.comfyui_dir()
+    if d is None:
+        _missing("ComfyUI is not installed (SDEDIT_COMFYUI_DIR / SDEDIT_TEST_CACHE/comfyui)")
+    try:
+        import torchvision  # noqa: F401  (ComfyUI needs it at start)
+    except Exception as e:  # pragma: no cover
+        _missing(f"torchvision does not import ({e}); the ComfyUI env needs the matching torch pair")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, Path]:
+    return tiny_sd15.ensure_all()
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfyui_dir, tiny_models, tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfyui-base")
+    server = harness.ComfyServer(
+        comfyui_dir, base,
+        models={
+            "checkpoints": [tiny_models["checkpoint"]],
+            "loras": [tiny_models["lora"]],
+            "controlnet": [tiny_models["controlnet"]],
+        },
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def comfy_browser():
+    if _browser.chromium_path() is None:
+        _missing("chromium is not installed (/usr/bin/chromium)")
+    b = _browser.Browser()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def run_ui(comfy_server, comfy_browser):
+    def _run(workflow: dict, replacements: dict | None = None, timeout: float = 180, check_console: bool = True):
+        return _browser.run_ui_workflow(comfy_server, workflow, replacements, timeout=timeout,
+                                        browser=comfy_browser, check_console=check_console)
+
+    return _run
+
+
+@pytest.fixture(scope="session")
+def comfy_inprocess(comfyui_dir) -> Path:
+    return harness.add_comfyui_to_sys_path(comfyui_dir)
