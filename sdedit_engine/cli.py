@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--median", type=int, default=None, help="median kernel (odd; default 23 px at 256², scaled)")
     s.add_argument("--colors", type=int, default=6)
     s.add_argument("-o", "--output", required=True)
+    s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_strokes)
 
     b = sub.add_parser("batch", help="edit every image of a folder (splits across `accelerate launch` processes)")

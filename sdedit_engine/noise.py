@@ -69,6 +69,8 @@ class NoiseSource:
         self.dtype = dtype
         self.stream = stream
         self._generators = []
+        self._block = self._cursor = 0
+        self._buffer: torch.Tensor | None = None
         for s in self.seeds:
             g = torch.Generator(device="cpu")
             g.manual_seed(derive_seed(s, stream) if stream is not None else derive_seed(s))
@@ -79,9 +81,23 @@ class NoiseSource:
         return cls(seeds, x.shape, x.device, x.dtype, stream)
 
     def draw(self) -> torch.Tensor:
-        """The next standard-normal tensor of the batch's shape (float32 on CPU, then cast and moved)."""
-        items = [torch.randn(self.shape[1:], generator=g, dtype=torch.float32) for g in self._generators]
-        return torch.stack(items).to(device=self.device, dtype=self.dtype)
+        """The next standard-normal tensor of the batch's shape (float32 on CPU, then cast and moved).
+
+        Each item's generator fills a block of several future draws at once (a fixed block size, so
+        results never depend on the batch); this keeps large batches from paying Python overhead per
+        item and step.
+        """
+        if self._cursor == self._block:
+            per_item = int(torch.Size(self.shape[1:]).numel())
+            self._block = max(1, min(8, (1 << 21) // max(per_item, 1)))
+            self._buffer = torch.stack(
+                [torch.randn((self._block, *self.shape[1:]), generator=g, dtype=torch.float32) for g in self._generators],
+                dim=1,
+            )
+            self._cursor = 0
+        out = self._buffer[self._cursor]
+        self._cursor += 1
+        return out.to(device=self.device, dtype=self.dtype)
 
     def __call__(self, sigma=None, sigma_next=None) -> torch.Tensor:
         return self.draw()

@@ -143,7 +143,8 @@ class DiscreteSchedule:
         high = t.ceil().long().cpu()
         w = (t.cpu() - low.to(torch.float64))
         log_sigma = (1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]
-        return log_sigma.exp().to(t.device)
+        # integer timesteps return the table value itself (exp(log σ) would be off in the last bit)
+        return torch.where(w == 0, self.sigmas[low], log_sigma.exp()).to(t.device)
 
     def t0_to_timestep(self, t0: float) -> int:
         """The paper's start index τ − 1 with τ = round(t0·T), clamped to the table."""
@@ -156,7 +157,7 @@ class DiscreteSchedule:
 
     def sigma_to_t0(self, sigma: float) -> float:
         """Inverse of :meth:`t0_to_sigma` on the continuous timestep: t0 = (t(σ) + 1) / T."""
-        return float(self.sigma_to_t(torch.tensor(float(sigma)))) / self.num_timesteps + 1.0 / self.num_timesteps
+        return float(self.sigma_to_t(torch.tensor(float(sigma), dtype=torch.float64))) / self.num_timesteps + 1.0 / self.num_timesteps
 
     # -- grids ---------------------------------------------------------------------------------------
     def sigma_grid(self, t0: float, steps: int, spacing: Spacing = "uniform", rho: float = 7.0) -> torch.Tensor:
