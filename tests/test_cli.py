@@ -1,0 +1,217 @@
+"""The ``sdedit`` CLI: edit, composite, sweep, strokes, batch, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fixtures.tiny_diffusers import pickle_checkpoint, tiny_lora_path, tiny_sd_path  # noqa: E402
+
+from sdedit_engine.cli import main  # noqa: E402
+from sdedit_engine.imaging import load_image, save_image  # noqa: E402
+from sdedit_engine.strokes import count_colors  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--steps", "3", "-q"]
+
+
+def run(args, capsys):
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as e:  # argparse usage errors
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("sdedit: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(d / "guide.png")
+    m = np.zeros((64, 64), dtype=np.uint8)
+    m[16:40, 8:48] = 255
+    Image.fromarray(m).save(d / "mask.png")
+    Image.fromarray(m[:32, :32]).save(d / "small_mask.png")
+    Image.fromarray((rng.random((16, 24, 3)) * 255).astype(np.uint8)).save(d / "patch.png")
+    (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    pickle_checkpoint(d)
+    return d
+
+
+def test_edit_with_mask_keeps_unmasked_pixels(files, tmp_path, capsys):
+    out = tmp_path / "out.png"
+    rc, so, err = run(["edit", files / "guide.png", "--mask", files / "mask.png", "--model", tiny_sd_path(),
+                       "--prompt", "a cat", "--t0", "0.5", "--sampler", "ddpm", "--repeats", "2", "--seed", "3",
+                       "-o", out, *FAST], capsys)
+    assert rc == 0, err
+    assert so.strip() == str(out)
+    g, o, m = (np.asarray(Image.open(p)) for p in (files / "guide.png", out, files / "mask.png"))
+    assert o.shape == g.shape and np.array_equal(o[m == 0], g[m == 0])
+    assert np.abs(o[m == 255].astype(int) - g[m == 255]).mean() > 5
+    # same seed -> same file; several images -> numbered outputs
+    out2 = tmp_path / "again.png"
+    assert run(["edit", files / "guide.png", "--mask", files / "mask.png", "--model", tiny_sd_path(), "--prompt",
+                "a cat", "--t0", "0.5", "--sampler", "ddpm", "--repeats", "2", "--seed", "3", "-o", out2, *FAST],
+               capsys)[0] == 0
+    assert np.array_equal(np.asarray(Image.open(out2)), o)
+    rc, so, _ = run(["edit", files / "guide.png", "--model", tiny_sd_path(), "--num-images", "2",
+                     "-o", tmp_path / "n.png", *FAST], capsys)
+    assert rc == 0 and (tmp_path / "n-0.png").is_file() and (tmp_path / "n-1.png").is_file()
+
+
+def test_edit_with_lora(files, tmp_path, capsys):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    base = ["edit", files / "guide.png", "--model", tiny_sd_path(), "--prompt", "x", *FAST]
+    assert run([*base, "-o", a], capsys)[0] == 0
+    assert run([*base, "--lora", tiny_lora_path(), "-o", b], capsys)[0] == 0
+    assert np.abs(np.asarray(Image.open(a)).astype(int) - np.asarray(Image.open(b))).max() > 0
+
+
+def test_composite_builds_guide_and_edits_patch_only(files, tmp_path, capsys):
+    out, guide = tmp_path / "c.png", tmp_path / "cg.png"
+    rc, _, err = run(["composite", files / "guide.png", files / "patch.png", "--at", "20,30", "--model",
+                      tiny_sd_path(), "--save-guide", guide, "-o", out, *FAST], capsys)
+    assert rc == 0, err
+    g, base, patch, o = (np.asarray(Image.open(p)) for p in (guide, files / "guide.png", files / "patch.png", out))
+    assert np.array_equal(g[30:46, 20:44], patch)
+    inside = np.zeros(base.shape[:2], bool)
+    inside[30:46, 20:44] = True
+    assert np.array_equal(g[~inside], base[~inside]) and np.array_equal(o[~inside], base[~inside])
+    assert not np.array_equal(o[inside], patch.reshape(-1, 3))
+
+
+def test_sweep_writes_grid_plot_and_csv(files, tmp_path, capsys):
+    outdir = tmp_path / "sweep"
+    rc, so, err = run(["sweep", files / "guide.png", "--t0", "0.2,0.5,0.8", "--num-seeds", "2", "--l2-size", "32",
+                       "--model", tiny_sd_path(), "-o", outdir, *FAST], capsys)
+    assert rc == 0, err
+    rows = list(csv.DictReader(open(outdir / "sweep.csv")))
+    assert [float(r["t0"]) for r in rows] == [0.2, 0.5, 0.8] * 2 and {r["seed"] for r in rows} == {"0", "1"}
+    assert all(float(r["l2"]) > 0 and float(r["l2_32px"]) > 0 and r["nfe"] == "3" for r in rows)
+    sig = [float(r["sigma0"]) for r in rows[:3]]
+    assert sig[0] < sig[1] < sig[2] and abs(sig[1] - 1.6129) < 1e-3  # SD's σ(t0=0.5), spec §3
+    grid = Image.open(outdir / "grid.png")
+    assert grid.width >= 4 * 64 and grid.height >= 2 * 64  # guide + 3 t0 columns, 2 seed rows
+    plot = Image.open(outdir / "l2_vs_t0.png")
+    assert plot.format == "PNG" and plot.width > 200
+    assert len(list(outdir.glob("t0-*_seed-*.png"))) == 6
+
+
+def test_strokes_command(files, tmp_path, capsys):
+    out = tmp_path / "strokes.png"
+    rc, _, err = run(["strokes", files / "guide.png", "--colors", "5", "-o", out], capsys)
+    assert rc == 0, err
+    s = load_image(out)
+    assert s.shape == (1, 3, 64, 64) and count_colors(s) <= 5
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing_model", "bad_t0", "zero_t0", "text_t0", "unreadable", "missing_image", "mask_size", "pickle_model",
+     "pickle_lora", "patch_outside", "bad_at", "even_median", "empty_batch", "bad_ext", "control_without_cn",
+     "bad_sampler"],
+)
+def test_bad_input_gives_one_error_line(case, files, tmp_path, capsys):
+    g, model = files / "guide.png", tiny_sd_path()
+    o = tmp_path / "o.png"
+    (tmp_path / "empty").mkdir()
+    args = {
+        "missing_model": ["edit", g, "--model", tmp_path / "no-model", "-o", o],
+        "bad_t0": ["edit", g, "--model", model, "--t0", "1.5", "-o", o],
+        "zero_t0": ["sweep", g, "--model", model, "--t0", "0.3,0", "-o", tmp_path],
+        "text_t0": ["edit", g, "--model", model, "--t0", "half", "-o", o],
+        "unreadable": ["edit", files / "broken.png", "--model", model, "-o", o],
+        "missing_image": ["edit", tmp_path / "nothere.png", "--model", model, "-o", o],
+        "mask_size": ["edit", g, "--mask", files / "small_mask.png", "--model", model, "-o", o],
+        "pickle_model": ["edit", g, "--model", files / "model.ckpt", "-o", o],
+        "pickle_lora": ["edit", g, "--model", model, "--lora", files / "model.ckpt", "-o", o],
+        "patch_outside": ["composite", g, files / "patch.png", "--at", "60,60", "--model", model, "-o", o],
+        "bad_at": ["composite", g, files / "patch.png", "--at", "sixty", "--model", model, "-o", o],
+        "even_median": ["strokes", g, "--median", "4", "-o", o],
+        "empty_batch": ["batch", tmp_path / "empty", "--model", model, "-o", tmp_path / "bo"],
+        "bad_ext": ["edit", g, "--model", model, "-o", tmp_path / "o.xyz"],
+        "control_without_cn": ["edit", g, "--model", model, "--control-image", g, "-o", o],
+        "bad_sampler": ["edit", g, "--model", model, "--sampler", "heun9", "-o", o],
+    }[case]
+    rc, _, err = run([*args, "-q"], capsys)
+    assert rc != 0
+    line = one_error_line(err)
+    expect = {"missing_model": "no-model", "bad_t0": "t0", "zero_t0": "t0", "text_t0": "t0",
+              "unreadable": "broken.png", "missing_image": "nothere.png", "mask_size": "small_mask.png",
+              "pickle_model": "refusing pickle", "pickle_lora": "refusing pickle", "patch_outside": "does not fit",
+              "bad_at": "--at", "even_median": "--median", "empty_batch": "no images", "bad_ext": ".xyz",
+              "control_without_cn": "--controlnet", "bad_sampler": "sampler"}[case]
+    assert expect in line
+    assert not o.exists()
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "sdedit_engine.cli", "edit", str(tmp_path / "x.png"), "--model",
+                        str(tmp_path / "missing"), "-o", str(tmp_path / "o.png")],
+                       capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"sdedit: error: image not found: {tmp_path / 'x.png'}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_batch_under_accelerate_two_processes(tmp_path):
+    model = tiny_sd_path()
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    names = [f"img{i:02d}" for i in range(7)]
+    for i, n in enumerate(names):
+        save_image(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(i)), src / f"{n}.png")
+    m = torch.zeros(1, 1, 32, 32)
+    m[..., 8:24, 8:24] = 1
+    save_image(m, src / "img03_mask.png")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), "-m", "sdedit_engine.cli", "batch", str(src), "--model",
+           str(model), "--steps", "2", "--t0", "0.4", "-q", "-o", str(out)]
+    env = _env()
+    env["OMP_NUM_THREADS"] = "1"
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=480)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+
+    records = [json.loads(ln) for f in sorted(out.glob("manifest-rank*.jsonl")) for ln in f.read_text().splitlines()]
+    assert {rec["rank"] for rec in records} == {0, 1} and {rec["world"] for rec in records} == {2}
+    inputs = sorted(rec["input"] for rec in records)
+    assert inputs == [f"{n}.png" for n in names]  # every file exactly once: no duplicates, no gaps
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{n}.png" for n in names]
+    assert [rec["mask"] for rec in records if rec["input"] == "img03.png"] == ["img03_mask.png"]
+    # the masked file kept its unmasked pixels exactly
+    o, g = np.asarray(Image.open(out / "img03.png")), np.asarray(Image.open(src / "img03.png"))
+    keep = (m[0, 0] == 0).numpy()
+    assert np.array_equal(o[keep], g[keep])
