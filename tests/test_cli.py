@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fixtures.tiny_diffusers import pickle_checkpoint, tiny_lora_path, tiny_sd_path  # noqa: E402
+from fixtures.tiny_diffusers import pickle_checkpoint, tiny_lora_path, tiny_sd_path, tiny_single_file_path  # noqa: E402
 
 from sdedit_engine.cli import main  # noqa: E402
 from sdedit_engine.imaging import load_image, save_image  # noqa: E402
@@ -82,6 +82,15 @@ def test_edit_with_lora(files, tmp_path, capsys):
     assert run([*base, "-o", a], capsys)[0] == 0
     assert run([*base, "--lora", tiny_lora_path(), "-o", b], capsys)[0] == 0
     assert np.abs(np.asarray(Image.open(a)).astype(int) - np.asarray(Image.open(b))).max() > 0
+
+
+def test_edit_single_file_checkpoint(files, tmp_path, capsys):
+    a, b = tmp_path / "folder.png", tmp_path / "single.png"
+    base = ["edit", files / "guide.png", "--prompt", "x", "--seed", "4", *FAST]
+    assert run([*base, "--model", tiny_sd_path(), "-o", a], capsys)[0] == 0
+    rc, _, err = run([*base, "--model", tiny_single_file_path(), "--config", tiny_sd_path(), "-o", b], capsys)
+    assert rc == 0, err
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
 
 def test_composite_builds_guide_and_edits_patch_only(files, tmp_path, capsys):

@@ -14,7 +14,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures.tiny_diffusers import (  # noqa: E402
-    pickle_checkpoint, tiny_controlnet_path, tiny_lora_path, tiny_sd_path, tiny_sdxl_path)
+    pickle_checkpoint, tiny_controlnet_path, tiny_lora_path, tiny_sd_path, tiny_sdxl_path, tiny_single_file_path)
 
 from sdedit_engine.imaging import ImageError  # noqa: E402
 from sdedit_engine.loading import ModelLoadError, PickleCheckpointError  # noqa: E402
@@ -229,3 +229,14 @@ def test_single_file_refusals(tmp_path):
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(ModelLoadError, match="cannot read safetensors checkpoint"):
         SDEditPipeline.from_single_file(junk)
+
+
+def test_from_single_file_matches_folder(pipe):
+    f = tiny_single_file_path()
+    sf = SDEditPipeline.from_single_file(f, config=tiny_sd_path())
+    img = _image()
+    assert torch.equal(_pt(sf, img), _pt(pipe, img))
+    assert torch.equal(SDEditPipeline.load(f, config=tiny_sd_path()).unet.conv_in.weight, pipe.unet.conv_in.weight)
+    # offline without a config: diffusers would fetch the default SD config from the hub -> clear error
+    with pytest.raises(ModelLoadError, match=r"cannot load single-file checkpoint .*tiny-sd.safetensors .*config="):
+        SDEditPipeline.from_single_file(f)
