@@ -2,9 +2,22 @@
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
+from .custom_sampling import SDEditSampler, SDEditSigmas
+from .guides import SDEditCompositeGuide, SDEditStrokeGuide
+from .sdedit_nodes import SDEdit, SDEditT0Sweep
+
+NODES: list[type[io.ComfyNode]] = [
+    SDEdit,
+    SDEditT0Sweep,
+    SDEditSigmas,
+    SDEditSampler,
+    SDEditStrokeGuide,
+    SDEditCompositeGuide,
+]
+
 
 class SDEditExtension(ComfyExtension):
     """Registers the pack's nodes with ComfyUI."""
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return []
+        return list(NODES)
