@@ -101,6 +101,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--mask-grow", type=int, default=0, help="dilate the mask by N pixels")
     s.add_argument("--mask-blur", type=float, default=0.0, help="feather the mask by N pixels")
     s.add_argument("--no-composite", action="store_true", help="do not paste the original back outside the mask")
+    s.add_argument("--crop-to-mask", type=int, default=None, metavar="PAD",
+                   help="edit only the mask's bounding box plus PAD pixels (large images, small edits)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -218,6 +220,7 @@ def run_edit(pipe, args, guide, mask, seed: int, t0: float, num_images: int = 1)
                 num_images=num_images, output_type="pt", control_image=_control(args),
                 controlnet_conditioning_scale=args.control_scale, spacing=args.spacing, known_noise=args.known_noise,
                 mask_grow=args.mask_grow, mask_blur=args.mask_blur, composite=not args.no_composite,
+                crop_padding=args.crop_to_mask if mask is not None else None,
                 progress=not args.quiet)
 
 
@@ -403,6 +406,11 @@ def cmd_batch(args) -> int:
             done += 1
     _info(args, f"rank {state.process_index}/{state.num_processes}: {done} of {len(jobs)} images -> {outdir}")
     state.wait_for_everyone()
+    if state.is_main_process:  # manifests of a previous run with more processes would mislead
+        for stale in outdir.glob("manifest-rank*.jsonl"):
+            rank = stale.stem.removeprefix("manifest-rank")
+            if rank.isdigit() and int(rank) >= state.num_processes:
+                stale.unlink()
     return 0
 
 

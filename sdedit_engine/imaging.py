@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -124,7 +124,7 @@ def load_image(path) -> torch.Tensor:
     try:
         with Image.open(p) as im:
             im.load()
-            return to_tensor(im)
+            return to_tensor(ImageOps.exif_transpose(im))  # camera photos: honour EXIF rotation
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot read image {p}: {e}") from None
 

@@ -240,3 +240,15 @@ def test_from_single_file_matches_folder(pipe):
     # offline without a config: diffusers would fetch the default SD config from the hub -> clear error
     with pytest.raises(ModelLoadError, match=r"cannot load single-file checkpoint .*tiny-sd.safetensors .*config="):
         SDEditPipeline.from_single_file(f)
+
+
+def test_crop_to_mask_edits_only_the_box(pipe):
+    img = _image(96, 128)
+    m = torch.zeros(1, 1, 96, 128)
+    m[..., 40:52, 70:90] = 1
+    out = _pt(pipe, img, mask=m, crop_padding=8)
+    assert out.shape == img.shape
+    keep, edit = (m == 0).expand_as(img), (m == 1).expand_as(img)
+    assert torch.equal(out[keep], img[keep]) and float((out[edit] - img[edit]).abs().mean()) > 1e-2
+    with pytest.raises(ValueError, match="crop_padding needs a mask"):
+        _pt(pipe, img, crop_padding=8)
