@@ -4,7 +4,10 @@
     sdedit composite BASE PATCH --at X,Y [--patch-mask M] --model PATH -o OUT
     sdedit sweep GUIDE --t0 0.2,0.3,0.4 --model PATH -o OUTDIR     (grid.png, l2_vs_t0.png, sweep.csv)
     sdedit strokes PHOTO -o GUIDE                                    (the paper's stroke simulation)
-    sdedit batch DIR --model PATH -o OUTDIR     (also under `accelerate launch --num_processes N`)
+    sdedit batch DIR --model PATH -o OUTDIR
+    accelerate launch --num_processes N [--multi_gpu] -m sdedit_engine.cli batch DIR --model PATH -o OUTDIR
+        (N processes split the folder: no duplicates, no gaps; on a CPU-only machine pass --multi_gpu
+         so accelerate starts N processes, which then use the CPU)
 
 Bad input (missing model, unreadable image, mismatched sizes, bad t0, pickle checkpoint) prints one
 ``sdedit: error: …`` line on stderr and exits non-zero; set ``SDEDIT_DEBUG=1`` for a traceback.
@@ -22,6 +25,7 @@ import warnings
 from pathlib import Path
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
+T0_HELP = "noise level in (0, 1]: larger = more realism, less faithfulness (paper: 0.3-0.6; default 0.5)"
 
 
 class CLIError(ValueError):
@@ -107,13 +111,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="sdedit", description=__doc__.split("\n\n")[0])
+    examples = __doc__.split("\n\n")[1]
+    p = _Parser(prog="sdedit", formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="SDEdit (Meng et al., ICLR 2022) image editing with diffusers Stable Diffusion models.",
+                epilog="examples:\n" + examples + "\n\nt0 is the paper's noise level: sigma of timestep round(t0*1000)-1.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     e = sub.add_parser("edit", help="edit one guide image (strokes, composite, photo)")
-    e.add_argument("guide")
+    e.add_argument("guide", help="guide image: strokes, a composite, or a photo with strokes")
     e.add_argument("--mask", help="white = edit, black = keep (or transparent = edit)")
-    e.add_argument("--t0", type=_t0, default=0.5)
+    e.add_argument("--t0", type=_t0, default=0.5, help=T0_HELP)
     e.add_argument("--num-images", type=_positive_int, default=1, help="samples with seeds seed, seed+1, …")
     e.add_argument("-o", "--output", required=True)
     _add_model_args(e)
@@ -126,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--patch-mask", help="which patch pixels to paste (white = paste); default: all")
     c.add_argument("--whole-image", action="store_true", help="edit the whole composite, not just the patch")
     c.add_argument("--save-guide", help="also save the composite guide here")
-    c.add_argument("--t0", type=_t0, default=0.5)
+    c.add_argument("--t0", type=_t0, default=0.5, help=T0_HELP)
     c.add_argument("-o", "--output", required=True)
     _add_model_args(c)
     c.set_defaults(func=cmd_composite)
@@ -152,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("batch", help="edit every image of a folder (splits across `accelerate launch` processes)")
     b.add_argument("folder")
     b.add_argument("--masks", help="folder of masks named like the guides (default: <stem>_mask.* next to them)")
-    b.add_argument("--t0", type=_t0, default=0.5)
+    b.add_argument("--t0", type=_t0, default=0.5, help=T0_HELP)
     b.add_argument("--skip-existing", action="store_true")
     b.add_argument("-o", "--output", required=True, help="output folder")
     _add_model_args(b)
