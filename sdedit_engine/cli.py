@@ -16,7 +16,6 @@ Bad input (missing model, unreadable image, mismatched sizes, bad t0, pickle che
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -221,14 +220,17 @@ def _control(args):
     return load_image(args.control_image) if args.control_image else None
 
 
-def run_edit(pipe, args, guide, mask, seed: int, t0: float, num_images: int = 1):
-    return pipe(guide, mask=mask, prompt=args.prompt, negative_prompt=args.negative_prompt, t0=t0, steps=args.steps,
-                sampler=args.sampler, guidance_scale=args.guidance_scale, repeats=args.repeats, seed=seed,
-                num_images=num_images, output_type="pt", control_image=_control(args),
+def _call_kwargs(args, mask) -> dict:
+    """The SDEditPipeline keyword arguments shared by every command."""
+    return dict(prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, sampler=args.sampler,
+                guidance_scale=args.guidance_scale, repeats=args.repeats, control_image=_control(args),
                 controlnet_conditioning_scale=args.control_scale, spacing=args.spacing, known_noise=args.known_noise,
                 mask_grow=args.mask_grow, mask_blur=args.mask_blur, composite=not args.no_composite,
-                crop_padding=args.crop_to_mask if mask is not None else None,
-                progress=not args.quiet)
+                crop_padding=args.crop_to_mask if mask is not None else None, progress=not args.quiet)
+
+
+def run_edit(pipe, args, guide, mask, seed: int, t0: float, num_images: int = 1):
+    return pipe(guide, mask=mask, t0=t0, seed=seed, num_images=num_images, output_type="pt", **_call_kwargs(args, mask))
 
 
 def _outputs(path: str, n: int) -> list[Path]:
@@ -268,7 +270,7 @@ def cmd_edit(args) -> int:
 
 
 def cmd_composite(args) -> int:
-    from .imaging import grow_mask, load_image, load_mask, paste_patch, save_image
+    from .imaging import load_image, load_mask, paste_patch, save_image
 
     _check_writable_image(args.output)
     base = load_image(args.base)
@@ -285,54 +287,17 @@ def cmd_composite(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .imaging import faithfulness_l2, labelled_grid, load_image, load_mask, save_image
+    from .imaging import load_image, load_mask
+    from .sweep import t0_sweep
 
     guide = load_image(args.guide)
     mask = load_mask(args.mask, size=tuple(guide.shape[-2:])) if args.mask else None
-    outdir = Path(args.output)
-    outdir.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline(args)
-    rows, images, labels = [], [guide], ["guide"]
-    seeds = [args.seed + k for k in range(args.num_seeds)]
-    for seed in seeds:
-        for t0 in args.t0:
-            out = run_edit(pipe, args, guide, mask, seed, t0)
-            img = out.images[:1]
-            save_image(img, outdir / f"t0-{t0:.3f}_seed-{seed}.png")
-            l2 = float(faithfulness_l2(img, guide)[0])
-            row = {"t0": t0, "sigma0": round(out.sigma0, 6), "timestep": round(t0 * pipe.schedule.num_timesteps) - 1,
-                   "seed": seed, "sampler": args.sampler, "steps": out.steps, "repeats": args.repeats, "nfe": out.nfe,
-                   "cfg": args.guidance_scale, "l2": round(l2, 6),
-                   "rmse": round(l2 / math.sqrt(img[0].numel()), 6)}
-            if args.l2_size:
-                row[f"l2_{args.l2_size}px"] = round(float(faithfulness_l2(img, guide, args.l2_size)[0]), 6)
-            rows.append(row)
-            images.append(img)
-            labels.append(f"t0={t0:g} s{seed}")
-    with open(outdir / "sweep.csv", "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
-    labelled_grid(images, labels, columns=len(args.t0) + 1).save(outdir / "grid.png")
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
-    for seed in seeds:
-        pts = [(r["t0"], r["l2"]) for r in rows if r["seed"] == seed]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"seed {seed}")
-    ax.set_xlabel("t0")
-    ax.set_ylabel(f"L2 to guide ({guide.shape[-1]}x{guide.shape[-2]}, [0,1] pixels)")
-    ax.set_title(f"SDEdit faithfulness vs t0 ({args.sampler}, {args.steps} steps)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(outdir / "l2_vs_t0.png")
-    plt.close(fig)
+    kw = _call_kwargs(args, mask)
+    t0_sweep(pipe, guide, args.t0, args.output, mask=mask, seeds=[args.seed + k for k in range(args.num_seeds)],
+             l2_size=args.l2_size, **kw)
     for name in ("grid.png", "l2_vs_t0.png", "sweep.csv"):
-        print(outdir / name)
+        print(Path(args.output) / name)
     return 0
 
 

@@ -94,6 +94,19 @@ class SDEditPipeline:
             raise ModelLoadError(f"unsupported prediction_type {self.prediction_type!r} (epsilon or v_prediction)")
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    def to(self, device) -> "SDEditPipeline":
+        """Move every component (and the ControlNet) to ``device``; returns self."""
+        self.device = torch.device(device)
+        self.pipe.to(self.device)
+        if self.controlnet is not None:
+            self.controlnet.to(self.device)
+        return self
+
+    def __repr__(self) -> str:
+        kind = "SDXL" if self.is_xl else "SD"
+        return (f"SDEditPipeline({kind}, {self.prediction_type}, T={self.schedule.num_timesteps}, "
+                f"controlnet={self.controlnet is not None}, lora_scale={self.lora_scale}, device={self.device})")
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, model, *, controlnet=None, allow_download: bool = False, torch_dtype=None,
