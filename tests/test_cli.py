@@ -224,3 +224,26 @@ def test_batch_under_accelerate_two_processes(tmp_path):
     o, g = np.asarray(Image.open(out / "img03.png")), np.asarray(Image.open(src / "img03.png"))
     keep = (m[0, 0] == 0).numpy()
     assert np.array_equal(o[keep], g[keep])
+
+
+def test_batch_single_process_masks_folder_and_skip_existing(tmp_path, capsys):
+    src, masks, out = tmp_path / "in", tmp_path / "masks", tmp_path / "out"
+    src.mkdir()
+    masks.mkdir()
+    for i in range(3):
+        save_image(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(i)), src / f"p{i}.png")
+    m = torch.zeros(1, 1, 32, 32)
+    m[..., :16, :] = 1
+    save_image(m, masks / "p1.png")
+    base = ["batch", src, "--masks", masks, "--model", tiny_sd_path(), "--steps", "2", "-q", "-o", out]
+    rc, _, err = run(base, capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in out.glob("*.png")) == ["p0.png", "p1.png", "p2.png"]
+    o, g = np.asarray(Image.open(out / "p1.png")), np.asarray(Image.open(src / "p1.png"))
+    assert np.array_equal(o[16:], g[16:]) and not np.array_equal(o[:16], g[:16])
+    (out / "p2.png").unlink()
+    before = (out / "p0.png").stat().st_mtime_ns
+    assert run([*base, "--skip-existing"], capsys)[0] == 0
+    assert (out / "p2.png").is_file() and (out / "p0.png").stat().st_mtime_ns == before
+    manifest = (out / "manifest-rank0.jsonl").read_text().splitlines()
+    assert len(manifest) == 1 and '"p2.png"' in manifest[0]
