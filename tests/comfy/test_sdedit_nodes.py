@@ -319,3 +319,25 @@ def test_bad_input_is_an_execution_error_naming_the_input_and_the_server_keeps_s
     assert message in str(err.value)
     assert comfy_server.alive
     assert image_of(comfy_server.run(base_prompt(comfy_server, seed=31, prefix="ok_after_" + label.replace(" ", "_")))).shape == (H, W, 3)
+
+
+def _with_model_sampling(server, prefix, node, inputs):
+    p = base_prompt(server, seed=40, prefix=prefix)
+    p["ms"] = {"class_type": node, "inputs": {"model": ["ckpt", 0], **inputs}}
+    p["sdedit"]["inputs"]["model"] = ["ms", 0]
+    return p
+
+
+def test_model_patches_apply_v_prediction_runs_and_differs(comfy_server):
+    eps = image_of(comfy_server.run(_with_model_sampling(comfy_server, "ms_eps", "ModelSamplingDiscrete", {"sampling": "eps", "zsnr": False})))
+    v = image_of(comfy_server.run(_with_model_sampling(comfy_server, "ms_v", "ModelSamplingDiscrete", {"sampling": "v_prediction", "zsnr": False})))
+    plain = image_of(comfy_server.run(base_prompt(comfy_server, seed=40, prefix="ms_plain")))
+    assert np.array_equal(eps, plain)  # the patch itself is honoured (eps = the checkpoint's own type)
+    assert np.abs(v.astype(int) - plain).mean() > 1  # SD2.x-style v-prediction goes through the model
+
+
+def test_flow_matching_models_are_refused_with_a_clear_error(comfy_server):
+    p = _with_model_sampling(comfy_server, "ms_flow", "ModelSamplingSD3", {"shift": 3.0})
+    with pytest.raises(harness.ComfyExecutionError) as err:
+        comfy_server.run(p)
+    assert "model: this model is a flow-matching model" in str(err.value)
