@@ -74,6 +74,17 @@ def _seeds(seed, generator, n: int) -> list[int]:
     return [int(seed) + i for i in range(n)]
 
 
+class _CountingDenoiser:
+    """Counts denoiser calls (the real NFE, whatever the sampler's number of stages)."""
+
+    def __init__(self, denoiser):
+        self.denoiser, self.schedule, self.calls = denoiser, denoiser.schedule, 0
+
+    def __call__(self, x, sigma, **cond):
+        self.calls += 1
+        return self.denoiser(x, sigma, **cond)
+
+
 class SDEditPipeline:
     """SDEdit with a diffusers SD 1.x/2.x or SDXL model (ε- or v-prediction), optional ControlNet and LoRA."""
 
@@ -273,7 +284,7 @@ class SDEditPipeline:
             ctrl = ctrl.expand(b, -1, -1, -1).to(self.device)
         cond = conditioning if conditioning is not None else \
             self.encode_prompt(prompt, negative_prompt, b, guidance_scale, ph, pw)
-        denoiser = self.make_denoiser(guidance_scale, ctrl, controlnet_conditioning_scale)
+        denoiser = _CountingDenoiser(self.make_denoiser(guidance_scale, ctrl, controlnet_conditioning_scale))
         grid = sigmas if sigmas is not None else sdedit_sigmas(self.schedule, t0, steps, spacing)
         n_steps = len(grid) - 1
 
@@ -289,8 +300,7 @@ class SDEditPipeline:
                              extra_args=cond.as_extra_args(), sigmas=grid)
         finally:
             bar.close()
-        nfe = n_steps * repeats  # first-order and multistep samplers: one model call per step
-        out = SDEditOutput(None, latents, t0, float(grid[0]), n_steps, nfe, seeds, grid)
+        out = SDEditOutput(None, latents, t0, float(grid[0]), n_steps, denoiser.calls, seeds, grid)
         if output_type == "latent":
             out.images = latents
             return out
