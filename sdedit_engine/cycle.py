@@ -1,0 +1,162 @@
+"""Cycle-SDE (Nie et al., ICLR 2024): noise an image with the forward SDE, record the noise the reverse
+SDE would need to come back, and replay it — exact reconstruction without an ODE inversion.
+
+In σ-space with levels σ_0 > σ_1 > … > σ_N > 0 (descending, as the reverse walks them):
+
+- forward (fresh noise, Markov between levels): ``z(σ_i) = z(σ_{i+1}) + sqrt(σ_i² − σ_{i+1}²)·n``,
+  starting from the clean latent, which is identified with the lowest level σ_N (never σ = 0: the
+  recorded noise would divide by zero there);
+- reverse ancestral step σ_t → σ_s with D = D(z_t): ``z_s = D + ρ²(z_t − D) + ρ·sqrt(σ_t² − σ_s²)·w``,
+  ρ = σ_s/σ_t (the ``ddpm`` sampler's step);
+- recorded noise: ``w_i`` solves that step on the stored unedited pair (z_t^f, z_s^f) with the same
+  denoiser and conditioning, so replaying it on the unedited state gives z_s^f exactly, whatever the
+  model, CFG or prompt. After an edit the recorded noise ties the trajectory to the input while the
+  SDE contracts the edit back toward the data.
+
+``extra_args_fn(i)`` gives per-step conditioning overrides (SDE-Drag's guidance ramp); recording and
+replay use the same ones, which exactness requires.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .noise import NoiseSource, normalize_seeds
+from .samplers import Callback, SamplingCancelled, StepInfo, _sigma_batch
+from .schedules import check_steps, check_t0
+from .validation import check_finite_tensor, check_mask
+
+ExtraArgsFn = Callable[[int], dict]
+
+
+@dataclass
+class CycleTrajectory:
+    """A recorded forward chain: ``states[i]`` is the unedited latent at ``sigmas[i]`` (descending;
+    ``states[-1]`` is the clean input) and ``noises[i]`` the noise that takes ``states[i]`` to
+    ``states[i + 1]`` under the reverse step."""
+
+    sigmas: list[float]
+    states: list[torch.Tensor]
+    noises: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    @property
+    def start(self) -> torch.Tensor:
+        """The noisy latent at σ(t0), to edit before :func:`cycle_decode`."""
+        return self.states[0]
+
+
+def cycle_sigmas(schedule, t0: float = 0.6, steps: int = 120) -> torch.Tensor:
+    """``steps + 1`` descending levels from σ(t0) to the table's lowest σ (> 0), uniform in timestep."""
+    return schedule.sigma_grid(check_t0(t0), check_steps(steps) + 1)[:-1]
+
+
+def _check_levels(sigmas) -> list[float]:
+    levels = [float(s) for s in torch.as_tensor(sigmas).flatten().tolist()]
+    if len(levels) < 2:
+        raise ValueError(f"sigmas must hold at least 2 levels (one step), got {len(levels)}")
+    if any(not math.isfinite(s) for s in levels) or levels[-1] <= 0:
+        raise ValueError("sigmas for Cycle-SDE must be finite and end above 0 (the clean input sits at the last level)")
+    if any(b >= a for a, b in zip(levels, levels[1:])):
+        raise ValueError("sigmas must be strictly decreasing")
+    return levels
+
+
+def _step_args(extra_args: Optional[dict], extra_args_fn: Optional[ExtraArgsFn], i: int) -> dict:
+    args = dict(extra_args or {})
+    if extra_args_fn is not None:
+        args.update(extra_args_fn(i))
+    return args
+
+
+def _step_mean(d: torch.Tensor, z: torch.Tensor, s: float, s_next: float) -> torch.Tensor:
+    return d + (s_next / s) ** 2 * (z - d)
+
+
+def _step_std(s: float, s_next: float) -> float:
+    return (s_next / s) * math.sqrt(s * s - s_next * s_next)
+
+
+def forward_noise(x0: torch.Tensor, sigmas, seed: int | Sequence[int] = 0, stream: str = "cycle/forward") -> list[torch.Tensor]:
+    """Forward-noise the clean latent up the levels with fresh noise; returns states aligned with ``sigmas``."""
+    levels = _check_levels(sigmas)
+    noise = NoiseSource.like(x0, normalize_seeds(seed, x0.shape[0]), stream=stream)
+    states = [x0]
+    for hi, lo in zip(reversed(levels[:-1]), reversed(levels[1:])):
+        states.append(states[-1] + math.sqrt(hi * hi - lo * lo) * noise())
+    return states[::-1]
+
+
+def cycle_encode(
+    denoiser,
+    x0: torch.Tensor,
+    sigmas,
+    *,
+    seed: int | Sequence[int] = 0,
+    extra_args: Optional[dict] = None,
+    extra_args_fn: Optional[ExtraArgsFn] = None,
+    callback: Optional[Callback] = None,
+    stream: str = "cycle/forward",
+) -> CycleTrajectory:
+    """Noise ``x0`` to ``sigmas[0]`` and record the reverse noise (one denoiser call per step).
+
+    ``stream`` names the forward noise's sub-stream of the seed (a new name gives new noise)."""
+    x0 = check_finite_tensor("x0", x0, min_ndim=2)
+    levels = _check_levels(sigmas)
+    states = forward_noise(x0, levels, seed, stream)
+    noises = []
+    for i, (s, s_next) in enumerate(zip(levels, levels[1:])):
+        d = denoiser(states[i], _sigma_batch(x0, s), **_step_args(extra_args, extra_args_fn, i))
+        if callback is not None and callback(StepInfo(i, len(levels) - 1, states[i], d, s, s_next)):
+            raise SamplingCancelled(f"Cycle-SDE recording cancelled at step {i + 1}/{len(levels) - 1}")
+        noises.append((states[i + 1] - _step_mean(d, states[i], s, s_next)) / _step_std(s, s_next))
+    return CycleTrajectory(levels, states, noises)
+
+
+def cycle_decode(
+    denoiser,
+    z: torch.Tensor,
+    trajectory: CycleTrajectory,
+    *,
+    mask: Optional[torch.Tensor] = None,
+    extra_args: Optional[dict] = None,
+    extra_args_fn: Optional[ExtraArgsFn] = None,
+    callback: Optional[Callback] = None,
+    fresh_noise_in_mask: Optional[NoiseSource] = None,
+) -> torch.Tensor:
+    """Run the reverse SDE from ``z`` (an edited ``trajectory.start``) with the recorded noise.
+
+    With ``mask`` (1 = editable) the area outside is reset to the recorded chain after every step, so
+    it ends exactly at the input; ``fresh_noise_in_mask`` draws fresh noise inside the mask instead of
+    the recorded one (SDE-Drag's choice for the dragged content).
+    """
+    z = check_finite_tensor("z", z, min_ndim=2)
+    if z.shape != trajectory.start.shape:
+        raise ValueError(f"z has shape {tuple(z.shape)} but the trajectory holds {tuple(trajectory.start.shape)}")
+    mask = check_mask(mask, z)
+    levels = trajectory.sigmas
+    for i, (s, s_next) in enumerate(zip(levels, levels[1:])):
+        d = denoiser(z, _sigma_batch(z, s), **_step_args(extra_args, extra_args_fn, i))
+        if callback is not None and callback(StepInfo(i, trajectory.steps, z, d, s, s_next)):
+            raise SamplingCancelled(f"Cycle-SDE cancelled at step {i + 1}/{trajectory.steps}")
+        w = trajectory.noises[i]
+        if fresh_noise_in_mask is not None and mask is not None:
+            w = mask * fresh_noise_in_mask() + (1 - mask) * w
+        z = _step_mean(d, z, s, s_next) + _step_std(s, s_next) * w
+        if mask is not None:
+            z = torch.where(mask > 0, mask * z + (1 - mask) * trajectory.states[i + 1], trajectory.states[i + 1])
+    return z
+
+
+def cycle_reconstruct(denoiser, x0, sigmas, **kwargs) -> torch.Tensor:
+    """Encode then decode with no edit: returns ``x0`` up to floating point (a self-check)."""
+    encode_keys = ("seed", "extra_args", "extra_args_fn")
+    traj = cycle_encode(denoiser, x0, sigmas, **{k: v for k, v in kwargs.items() if k in encode_keys})
+    return cycle_decode(denoiser, traj.start, traj, **{k: v for k, v in kwargs.items() if k in ("extra_args", "extra_args_fn")})
