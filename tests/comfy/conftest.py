@@ -21,8 +21,9 @@ Session fixtures (one server for the whole run; every test in this folder is mar
     ``interrupt()``, ``free()``, ``history(id)``, ``queue()``, ``log()``, ``assert_pack_loaded()``,
     ``import_failures()``, ``ws`` (websocket listener: ``ws.for_prompt(id)``, ``ws.wait_for(pred)``),
     ``progress_events(id)``, ``preview_frames(id)``.
-    ComfyUI caches node results: an identical prompt executes nothing, so vary a seed or the
-    ``filename_prefix`` (or call ``free()``).
+    ComfyUI caches node results: an identical prompt executes nothing and its history repeats
+    the earlier output files (no progress messages), so vary a seed (or call ``free()``) when a
+    test needs the nodes to run again.
 ``comfy_browser -> browser.Browser``
     A headless chromium (Debian's, CDP over a pipe). Use with ``run_ui_workflow``.
 
@@ -40,7 +41,29 @@ Function fixtures:
 
 Helpers: ``harness.txt2img_prompt(ckpt_name, seed=0, steps=4, width=64, height=64, ...)`` builds
 the core txt2img API prompt (node ids "ckpt", "pos", "neg", "latent", "sampler", "decode",
-"save"); ``UI_DATA`` is the folder of UI-format workflows used by the tests.
+"save"); ``UI_DATA`` is the folder of UI-format workflows used by the tests;
+``tests.fixtures.tiny_sd15.reference_encode/reference_decode`` say what the tiny VAE computes
+(8x8 average pooling / nearest upsampling), for pixel-level assertions.
+
+Example (``tests/comfy/test_nodes_example.py``)::
+
+    from tests.comfy import harness
+    from tests.comfy.conftest import CKPT
+
+    def test_my_node(comfy_server):
+        assert "SDEdit_MyNode" in comfy_server.object_info()
+        p = harness.txt2img_prompt(CKPT, seed=1, filename_prefix="my_node")
+        p["img"] = {"class_type": "LoadImage", "inputs": {"image": comfy_server.upload_image(array)}}
+        p["mine"] = {"class_type": "SDEdit_MyNode", "inputs": {...}}
+        out = comfy_server.run(p)               # raises ComfyExecutionError with the traceback
+        img = out["save"]["images"][0]          # np.uint8 (64, 64, 3)
+
+    def test_my_workflow(comfy_server, run_ui):
+        wf = json.loads((REPO / "workflows" / "x.json").read_text())
+        entry = run_ui(wf, {"CheckpointLoaderSimple": {"ckpt_name": CKPT}})
+        images = comfy_server.output_images(entry)
+
+Run only these tests with ``bash scripts/test.sh tests/comfy``; skip them with ``-m "not comfyui"``.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ the tiny fixture models, and talks to it over HTTP (``urllib``) and its ``/ws`` 
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
@@ -70,6 +71,23 @@ def add_comfyui_to_sys_path(comfy_dir: str | os.PathLike | None = None, cpu: boo
     mod = sys.modules.get("nodes")
     if mod is not None and not str(getattr(mod, "__file__", "") or "").startswith(str(d)):
         del sys.modules["nodes"]
+    # ComfyUI's comfy/, comfy_api/, comfy_extras/... have no __init__.py (namespace packages), so any
+    # regular package of the same name anywhere on sys.path wins over them -- e.g. this very
+    # folder, tests/comfy, when a test puts tests/ on sys.path. Pin them to the ComfyUI copy.
+    import importlib.machinery
+    import importlib.util
+
+    for name in ("comfy", "comfy_api", "comfy_extras", "comfy_execution", "comfy_config"):
+        pkg_dir = d / name
+        cur = sys.modules.get(name)
+        if cur is not None and str(pkg_dir) in list(getattr(cur, "__path__", []) or []):
+            continue
+        for k in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[k]
+        if pkg_dir.is_dir():
+            spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            spec.submodule_search_locations = [str(pkg_dir)]
+            sys.modules[name] = importlib.util.module_from_spec(spec)
     if "comfy.model_management" not in sys.modules:
         import comfy.options
 
@@ -337,10 +355,12 @@ class ComfyServer:
                 raise ComfyError(f"ComfyUI did not answer /system_stats within {timeout:.0f}s:\n{self.log_tail()}")
             time.sleep(0.25)
         self.startup_seconds = time.monotonic() - t0
+        atexit.register(self.stop)  # also when pytest is interrupted
         return self
 
     def stop(self, timeout: float = 20.0):
         """Stop the server by its own pid (SIGINT, then SIGKILL)."""
+        atexit.unregister(self.stop)
         if self._ws is not None:
             self._ws.close()
             self._ws = None

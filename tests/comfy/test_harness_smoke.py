@@ -147,3 +147,11 @@ def test_ui_workflow_runs_through_the_frontend(comfy_server, run_ui):
                                negative="blurry", filename_prefix="ui_smoke_api")
     api_img = comfy_server.run(p)["save"]["images"][0]
     assert np.abs(api_img.astype(np.float32) - img.astype(np.float32)).max() <= 1.0
+
+
+def test_ui_workflow_refused_by_the_server_reports_node_errors(run_ui):
+    from tests.comfy.browser import CDPError
+
+    workflow = json.loads((UI_DATA / "txt2img_ui.json").read_text())  # names a checkpoint we lack
+    with pytest.raises(CDPError, match="v1-5-pruned-emaonly"):
+        run_ui(workflow, check_console=False)
