@@ -330,11 +330,16 @@ class ComfyFrontend:
 
     def __init__(self, browser: Browser, server, load_timeout: float = 90):
         self.browser, self.server = browser, server
+        self._loaded_ids: list[str] | None = None
         self.page = browser.new_page()
         self.page.navigate(server.url)
+        # window.app is set before the frontend opens its startup workflow (previous, default or,
+        # for a new user, blank); a graph loaded earlier gets replaced. Wait for the active workflow.
         self.page.wait_for(
             "!!(window.app && window.app.graph && window.app.loadGraphData && window.app.queuePrompt"
-            " && window.app.api && window.app.api.clientId)", timeout=load_timeout)
+            " && window.app.api && window.app.api.clientId && window.app.extensionManager"
+            " && window.app.extensionManager.workflow && window.app.extensionManager.workflow.activeWorkflow)",
+            timeout=load_timeout)
 
     def load(self, workflow: dict, replacements: dict | None = None):
         """``app.loadGraphData(workflow)`` then set widget values.
@@ -342,11 +347,23 @@ class ComfyFrontend:
         ``replacements``: ``{node_key: {widget_name: value}}`` where node_key is a node id (as a
         string), a node title or a node type (every node of that type).
         """
-        self.page.evaluate(f"window.app.loadGraphData({json.dumps(workflow)}).then(() => true)")
+        want = sorted(str(n["id"]) for n in workflow.get("nodes", []))
+        for attempt in range(3):
+            self.page.evaluate(f"window.app.loadGraphData({json.dumps(workflow)}).then(() => true)")
+            time.sleep(0.2)
+            if self._graph_node_ids() == want:
+                break
+        else:
+            raise CDPError(f"the frontend did not keep the loaded graph (nodes {self._graph_node_ids()}, want {want})")
+        self._loaded_ids = want
         if replacements:
             missing = self.page.evaluate(f"{_SET_WIDGETS_JS}({json.dumps(replacements)})")
             if missing:
                 raise CDPError(f"replacements matched no node/widget: {missing}")
+
+    def _graph_node_ids(self) -> list[str]:
+        return sorted(self.page.evaluate(
+            "(window.app.graph._nodes || window.app.graph.nodes).map(n => String(n.id))") or [])
 
     def graph_to_prompt(self) -> dict:
         """The API prompt the frontend would send (``app.graphToPrompt()``)."""
@@ -360,6 +377,9 @@ class ComfyFrontend:
         server's answer; a refused prompt raises with the server's ``node_errors``.
         """
         before = _known_prompt_ids(self.server)
+        loaded = getattr(self, "_loaded_ids", None)
+        if loaded is not None and self._graph_node_ids() != loaded:
+            raise CDPError(f"the graph changed after loading (nodes {self._graph_node_ids()}, loaded {loaded})")
         n0 = self.page.evaluate(_WRAP_API_JS)
         self.page.evaluate("window.app.queuePrompt(0).then(() => true)")
         answers = self.page.evaluate(f"window.app.api.__sdeditQueued.slice({n0})") or []
@@ -417,6 +437,11 @@ def run_ui_workflow(server, workflow: dict, replacements: dict | None = None, ti
                 if errors:
                     raise AssertionError("browser console errors:\n" + "\n".join(errors))
             return entry
+        except Exception as e:
+            if hasattr(e, "add_note"):  # Python 3.11+: keep the type, add what the page said
+                msgs = "\n".join(f"  [{lvl}] {text[:500]}" for lvl, text in fe.page.console_messages()[-30:])
+                e.add_note(f"browser console (last 30):\n{msgs}\nserver log tail:\n{server.log_tail(30)}")
+            raise
         finally:
             fe.close()
     finally:
