@@ -32,6 +32,17 @@ class PickleCheckpointError(ModelLoadError):
     """A pickle checkpoint was given: refused, because unpickling can execute arbitrary code."""
 
 
+def dtype_kwargs(dtype) -> dict:
+    """``{"dtype": …}`` for diffusers versions that renamed it, else the older ``{"torch_dtype": …}``."""
+    if dtype is None:
+        return {}
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (present once `dtype` exists)
+    except ImportError:
+        return {"torch_dtype": dtype}
+    return {"dtype": dtype}
+
+
 def refuse_pickle(path: Path) -> None:
     raise PickleCheckpointError(
         f"refusing pickle checkpoint {path}: only .safetensors weights are loaded (unpickling can run code); "
@@ -90,8 +101,7 @@ def load_diffusers_pipeline(model: str | Path, *, allow_download: bool = False, 
     import diffusers  # after the path checks: a typo fails fast, without the slow import
 
     kwargs: dict[str, Any] = dict(local_files_only=local_only, use_safetensors=True)
-    if torch_dtype is not None:
-        kwargs["torch_dtype"] = torch_dtype
+    kwargs.update(dtype_kwargs(torch_dtype))
     if variant:
         kwargs["variant"] = variant
     if not cls_name or "XL" not in cls_name:
@@ -144,8 +154,7 @@ def load_single_file_pipeline(path: str | Path, *, config: str | Path | None = N
         if not cfg.exists() and not looks_like_hub_id(str(config)):
             raise ModelLoadError(f"config not found: {cfg}")
         kwargs["config"] = str(cfg) if cfg.exists() else str(config)
-    if torch_dtype is not None:
-        kwargs["torch_dtype"] = torch_dtype
+    kwargs.update(dtype_kwargs(torch_dtype))
     if not xl:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     kwargs.update(overrides)
@@ -176,8 +185,7 @@ def load_controlnet(model, *, allow_download: bool = False, torch_dtype=None):
     kwargs: dict[str, Any] = dict(local_files_only=not allow_download)
     if loader is diffusers.ControlNetModel.from_pretrained:
         kwargs["use_safetensors"] = True
-    if torch_dtype is not None:
-        kwargs["torch_dtype"] = torch_dtype
+    kwargs.update(dtype_kwargs(torch_dtype))
     try:
         return loader(src, **kwargs)
     except Exception as e:
