@@ -62,9 +62,11 @@ def t0_sweep(pipe: Callable, guide: torch.Tensor, t0s: Sequence[float], outdir, 
     """
     out_dir = Path(outdir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, images, labels = [], [guide], ["guide"]
+    rows, images, labels = [], [], []
     num_timesteps = getattr(getattr(pipe, "schedule", None), "num_timesteps", 1000)
     for seed in seeds:
+        images.append(guide)  # every row starts with the guide, so columns line up by t0
+        labels.append(f"guide (seed {seed})")
         for t0 in t0s:
             out = pipe(guide, mask=mask, t0=t0, seed=seed, output_type="pt", **call_kwargs)
             img = out.images[:1]

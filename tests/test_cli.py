@@ -117,7 +117,7 @@ def test_sweep_writes_grid_plot_and_csv(files, tmp_path, capsys):
     sig = [float(r["sigma0"]) for r in rows[:3]]
     assert sig[0] < sig[1] < sig[2] and abs(sig[1] - 1.6129) < 1e-3  # SD's σ(t0=0.5), spec §3
     grid = Image.open(outdir / "grid.png")
-    assert grid.width >= 4 * 64 and grid.height >= 2 * 64  # guide + 3 t0 columns, 2 seed rows
+    assert grid.size == (4 * 66 + 2, 2 * (64 + 14 + 2) + 2)  # guide + 3 t0 columns, one row per seed
     plot = Image.open(outdir / "l2_vs_t0.png")
     assert plot.format == "PNG" and plot.width > 200
     assert len(list(outdir.glob("t0-*_seed-*.png"))) == 6
