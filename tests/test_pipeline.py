@@ -275,3 +275,20 @@ def test_half_precision_weights_match_float32(pipe):
     out = _pt(half, img)
     assert out.dtype == torch.float32 and half.vae.dtype == torch.float32  # force_upcast VAE
     assert float((out - _pt(pipe, img)).abs().max()) < 2e-2
+
+
+def test_sdxl_controlnet_with_added_conditioning():
+    from diffusers import ControlNetModel
+
+    xl = SDEditPipeline.from_pretrained(tiny_sdxl_path())
+    torch.manual_seed(0)
+    cn = ControlNetModel.from_unet(xl.unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    with torch.no_grad():  # a fresh ControlNet is a no-op (zero convs); make it act
+        for name, p in cn.named_parameters():
+            if "controlnet_down_blocks" in name or "controlnet_mid_block" in name:
+                p.normal_(0, 0.2)
+    xl.set_controlnet(cn)
+    img = _image()
+    a = _pt(xl, img, control_image=_image(seed=3))
+    xl.set_controlnet(None)
+    assert float((a - _pt(xl, img)).abs().max()) > 1e-3
