@@ -214,6 +214,45 @@ def test_workflow_nodes_exist_and_widget_values_are_valid(object_info, path):
     assert not problems, "\n".join(problems)
 
 
+def _links_of(node: dict) -> tuple:
+    return ([(i["name"], i.get("link")) for i in node.get("inputs") or []],
+            [(o["name"], sorted(o.get("links") or [])) for o in node.get("outputs") or []])
+
+
+def test_workflows_load_unchanged_and_convert_in_the_frontend(comfy_server, comfy_browser, object_info):
+    """Load each file as shipped in the page, save it again (``graphToPrompt().workflow``, what
+    Workflow > Export writes) and convert it (``graphToPrompt().output``): the frontend keeps every
+    widget value in its place and sends it to the server under the right input name."""
+    from tests.comfy import browser
+
+    fe = browser.ComfyFrontend(comfy_browser, comfy_server)
+    try:
+        for path in WORKFLOW_FILES:
+            wf = json.loads(path.read_text())
+            fe.load(copy.deepcopy(wf))
+            res = fe.page.evaluate("window.app.graphToPrompt().then(p => ({workflow: p.workflow, output: p.output}))")
+            saved = {n["id"]: n for n in res["workflow"]["nodes"]}
+            assert set(saved) == {n["id"] for n in wf["nodes"]}, path.name
+            for n in wf["nodes"]:
+                s = saved[n["id"]]
+                where = f"{path.name} node {n['id']} {n['type']}"
+                assert (s["type"], s["mode"], s.get("title")) == (n["type"], n["mode"], n.get("title")), where
+                assert (s.get("widgets_values") or []) == (n.get("widgets_values") or []), where
+                assert _links_of(s) == _links_of(n), where
+            assert sorted(map(tuple, res["workflow"]["links"])) == sorted(map(tuple, wf["links"])), path.name
+            for n in wf["nodes"]:
+                if n["type"] in FRONTEND_ONLY or n["mode"] != 0:
+                    continue
+                inputs = res["output"][str(n["id"])]["inputs"]
+                for (name, kind, _), v in zip(_widgets_of(object_info[n["type"]]), n.get("widgets_values") or []):
+                    if kind not in ("CONTROL", "UPLOAD"):
+                        assert inputs.get(name) == v, f"{path.name} node {n['id']} {n['type']}.{name}: {inputs.get(name)!r} != {v!r}"
+        errors = fe.page.console_errors()
+        assert not errors, errors
+    finally:
+        fe.close()
+
+
 def test_workflows_are_served_in_the_template_browser(comfy_server):
     listed = comfy_server.get_json("/workflow_templates")
     assert sorted(listed.get(PACK_DIR_NAME, [])) == sorted(EXPECTED), listed
