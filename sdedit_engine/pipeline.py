@@ -252,13 +252,14 @@ class SDEditPipeline:
         if not math.isfinite(float(guidance_scale)) or guidance_scale < 0:
             raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
         original = imaging.to_tensor(image).float()
-        if num_images < 1:
-            raise ValueError(f"num_images must be >= 1, got {num_images}")
-        original = original.repeat_interleave(num_images, dim=0)
-        b, _, h, w = original.shape
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
+        n_in = original.shape[0]
         pmask = self._prepare_mask(mask, original, mask_grow, mask_blur)
-        if pmask is not None and pmask.shape[0] != b:
-            pmask = pmask.repeat_interleave(b // pmask.shape[0], dim=0)
+        if pmask is not None:
+            pmask = pmask.expand(n_in, -1, -1, -1).repeat_interleave(num_images, dim=0)
+        original = original.repeat_interleave(num_images, dim=0)
+        b = original.shape[0]
         seeds = _seeds(seed, generator, b)
         full, box = original, None
         if crop_padding is not None:
@@ -279,9 +280,9 @@ class SDEditPipeline:
         ctrl = None
         if control_image is not None:
             ctrl = imaging.resize(imaging.to_tensor(control_image).float(), (ph, pw))
-            if ctrl.shape[0] not in (1, b):
-                ctrl = ctrl.repeat_interleave(num_images, dim=0)
-            ctrl = ctrl.expand(b, -1, -1, -1).to(self.device)
+            if ctrl.shape[0] not in (1, n_in):
+                raise ValueError(f"got {ctrl.shape[0]} control images for {n_in} input images (use 1 or {n_in})")
+            ctrl = ctrl.expand(n_in, -1, -1, -1).repeat_interleave(num_images, dim=0).to(self.device)
         cond = conditioning if conditioning is not None else \
             self.encode_prompt(prompt, negative_prompt, b, guidance_scale, ph, pw)
         denoiser = _CountingDenoiser(self.make_denoiser(guidance_scale, ctrl, controlnet_conditioning_scale))

@@ -292,3 +292,20 @@ def test_sdxl_controlnet_with_added_conditioning():
     a = _pt(xl, img, control_image=_image(seed=3))
     xl.set_controlnet(None)
     assert float((a - _pt(xl, img)).abs().max()) > 1e-3
+
+
+def test_batches_of_images_masks_and_copies(pipe):
+    imgs = torch.cat([_image(seed=1), _image(seed=2)])
+    masks = torch.zeros(2, 1, 64, 64)
+    masks[0, :, :32] = 1
+    masks[1, :, 32:] = 1
+    out = _pt(pipe, imgs, mask=masks, num_images=2)  # items: img1, img1, img2, img2
+    assert out.shape == (4, 3, 64, 64)
+    per_item = masks.repeat_interleave(2, dim=0)
+    src = imgs.repeat_interleave(2, dim=0)
+    keep = (per_item == 0).expand_as(out)
+    assert torch.equal(out[keep], src[keep])
+    with pytest.raises(ValueError, match="mask batch 3"):
+        _pt(pipe, imgs, mask=torch.zeros(3, 1, 64, 64))
+    with pytest.raises(ValueError, match="num_images"):
+        _pt(pipe, imgs, num_images=0)
