@@ -135,7 +135,7 @@ def test_strokes_command(files, tmp_path, capsys):
     "case",
     ["missing_model", "bad_t0", "zero_t0", "text_t0", "unreadable", "missing_image", "mask_size", "pickle_model",
      "pickle_lora", "patch_outside", "bad_at", "even_median", "empty_batch", "bad_ext", "control_without_cn",
-     "bad_sampler"],
+     "bad_sampler", "pickle_controlnet", "patch_mask_size", "missing_mask_dir"],
 )
 def test_bad_input_gives_one_error_line(case, files, tmp_path, capsys):
     g, model = files / "guide.png", tiny_sd_path()
@@ -158,6 +158,11 @@ def test_bad_input_gives_one_error_line(case, files, tmp_path, capsys):
         "bad_ext": ["edit", g, "--model", model, "-o", tmp_path / "o.xyz"],
         "control_without_cn": ["edit", g, "--model", model, "--control-image", g, "-o", o],
         "bad_sampler": ["edit", g, "--model", model, "--sampler", "heun9", "-o", o],
+        "pickle_controlnet": ["edit", g, "--model", model, "--controlnet", files / "model.ckpt", "--control-image", g,
+                              "-o", o],
+        "patch_mask_size": ["composite", g, files / "patch.png", "--at", "0,0", "--patch-mask", files / "mask.png",
+                            "--model", model, "-o", o],
+        "missing_mask_dir": ["batch", files, "--masks", tmp_path / "nomasks", "--model", model, "-o", tmp_path / "b"],
     }[case]
     rc, _, err = run([*args, "-q"], capsys)
     assert rc != 0
@@ -166,7 +171,8 @@ def test_bad_input_gives_one_error_line(case, files, tmp_path, capsys):
               "unreadable": "broken.png", "missing_image": "nothere.png", "mask_size": "small_mask.png",
               "pickle_model": "refusing pickle", "pickle_lora": "refusing pickle", "patch_outside": "does not fit",
               "bad_at": "--at", "even_median": "--median", "empty_batch": "no images", "bad_ext": ".xyz",
-              "control_without_cn": "--controlnet", "bad_sampler": "sampler"}[case]
+              "control_without_cn": "--controlnet", "bad_sampler": "sampler", "pickle_controlnet": "refusing pickle",
+              "patch_mask_size": "mask.png is 64x64 but the image is 24x16", "missing_mask_dir": "nomasks"}[case]
     assert expect in line
     assert not o.exists()
 
