@@ -361,21 +361,26 @@ def cmd_batch(args) -> int:
         mine = list(mine)
     pipe = load_pipeline(args, device=str(state.device))
     manifest = outdir / f"manifest-rank{state.process_index}.jsonl"
-    done = 0
+    done, failed = 0, []
     with open(manifest, "w") as log:
         for idx, (guide_path, mask_path) in mine:
             out_path = outdir / f"{guide_path.stem}.png"
             if args.skip_existing and out_path.exists():
                 continue
-            guide = load_image(guide_path)
-            mask = load_mask(mask_path, size=tuple(guide.shape[-2:])) if mask_path else None
-            out = run_edit(pipe, args, guide, mask, args.seed + idx, args.t0)
-            save_image(out.images, out_path)
-            log.write(json.dumps({"input": guide_path.name, "mask": mask_path.name if mask_path else None,
-                                  "output": out_path.name, "index": idx, "seed": args.seed + idx,
-                                  "rank": state.process_index, "world": state.num_processes}) + "\n")
+            record = {"input": guide_path.name, "mask": mask_path.name if mask_path else None, "index": idx,
+                      "seed": args.seed + idx, "rank": state.process_index, "world": state.num_processes}
+            try:  # one bad file must not stop (or hang) the other processes: record it and go on
+                guide = load_image(guide_path)
+                mask = load_mask(mask_path, size=tuple(guide.shape[-2:])) if mask_path else None
+                out = run_edit(pipe, args, guide, mask, args.seed + idx, args.t0)
+                save_image(out.images, out_path)
+                record["output"] = out_path.name
+                done += 1
+            except (ValueError, OSError) as e:
+                record["error"] = " ".join(str(e).split())
+                failed.append(guide_path.name)
+            log.write(json.dumps(record) + "\n")
             log.flush()
-            done += 1
     _info(args, f"rank {state.process_index}/{state.num_processes}: {done} of {len(jobs)} images -> {outdir}")
     state.wait_for_everyone()
     if state.is_main_process:  # manifests of a previous run with more processes would mislead
@@ -383,6 +388,9 @@ def cmd_batch(args) -> int:
             rank = stale.stem.removeprefix("manifest-rank")
             if rank.isdigit() and int(rank) >= state.num_processes:
                 stale.unlink()
+    if failed:
+        raise CLIError(f"{len(failed)} file(s) failed on rank {state.process_index} ({', '.join(failed)}); "
+                       f"see {manifest}")
     return 0
 
 

@@ -253,3 +253,19 @@ def test_batch_single_process_masks_folder_and_skip_existing(tmp_path, capsys):
     assert (out / "p2.png").is_file() and (out / "p0.png").stat().st_mtime_ns == before
     manifest = (out / "manifest-rank0.jsonl").read_text().splitlines()
     assert len(manifest) == 1 and '"p2.png"' in manifest[0]
+
+
+def test_batch_records_bad_files_and_continues(tmp_path, files, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    save_image(torch.rand(1, 3, 32, 32), src / "a.png")
+    (src / "b.png").write_bytes((files / "broken.png").read_bytes())
+    save_image(torch.rand(1, 3, 32, 32), src / "c.png")
+    rc, _, err = run(["batch", src, "--model", tiny_sd_path(), "--steps", "2", "-q", "-o", out], capsys)
+    assert rc == 1
+    assert "1 file(s) failed on rank 0 (b.png)" in one_error_line(err)
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "c.png"]
+    import json
+
+    recs = {r["input"]: r for r in map(json.loads, (out / "manifest-rank0.jsonl").read_text().splitlines())}
+    assert "cannot read image" in recs["b.png"]["error"] and recs["c.png"]["output"] == "c.png"
