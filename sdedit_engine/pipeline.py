@@ -104,6 +104,10 @@ class SDEditPipeline:
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ModelLoadError(f"unsupported prediction_type {self.prediction_type!r} (epsilon or v_prediction)")
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        if self.unet.config.in_channels != self.vae.config.latent_channels:
+            raise ModelLoadError(
+                f"the UNet takes {self.unet.config.in_channels} input channels but the VAE makes "
+                f"{self.vae.config.latent_channels}: inpainting/instruct UNets are not SDEdit models; use the base model")
 
     def to(self, device) -> "SDEditPipeline":
         """Move every component (and the ControlNet) to ``device``; returns self."""
