@@ -4,6 +4,7 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 
 from .custom_sampling import SDEditSampler, SDEditSigmas
 from .guides import SDEditCompositeGuide, SDEditStrokeGuide
+from .sde_family import SDEditCycleInpaint, SDEditDrag, SDEditImageToImage
 from .sdedit_nodes import SDEdit, SDEditT0Sweep
 
 NODES: list[type[io.ComfyNode]] = [
@@ -13,6 +14,9 @@ NODES: list[type[io.ComfyNode]] = [
     SDEditSampler,
     SDEditStrokeGuide,
     SDEditCompositeGuide,
+    SDEditDrag,
+    SDEditCycleInpaint,
+    SDEditImageToImage,
 ]
 
 

@@ -124,3 +124,64 @@ def sdedit_latent(
         seed=seed,
     )
     return out.to(comfy.model_management.intermediate_device())
+
+
+class PromptSwitchGuider(comfy.samplers.CFGGuider):
+    """A CFG guider holding extra named conditionings (e.g. a DiffEdit source prompt) next to
+    positive/negative; ``positive_key`` picks which one acts as the positive at each call. All of them
+    go through ComfyUI's own cond processing (ControlNet, areas, hooks)."""
+
+    def __init__(self, model_patcher):
+        super().__init__(model_patcher)
+        self.positive_key = "positive"
+
+    def set_named_conds(self, positive, negative, **extra):
+        self.inner_set_conds({"positive": positive, "negative": negative, **extra})
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 - ComfyUI's signature
+        return comfy.samplers.sampling_function(self.inner_model, x, timestep, self.conds.get("negative"),
+                                                self.conds.get(self.positive_key), self.cfg,
+                                                model_options=model_options, seed=seed)
+
+
+class EngineLoopSampler(comfy.samplers.KSAMPLER):
+    """Runs an engine algorithm (SDE-Drag, Cycle-SDE edits…) inside the guider's prepared sampling
+    context, with the guider as the denoiser. ``algorithm(denoiser, latent, callback) -> latent``;
+    the denoiser accepts ``cfg=`` and ``prompt=`` overrides per call (guidance ramps, prompt pairs)."""
+
+    def __init__(self, algorithm, total_steps: int):
+        super().__init__(None)
+        self.algorithm = algorithm
+        self.total_steps = total_steps
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None, disable_pbar=False):
+        args = {k: v for k, v in extra_args.items() if k != "denoise_mask"}
+        base_cfg = model_wrap.cfg
+
+        def denoiser(x, sigma, cfg=None, prompt=None):
+            model_wrap.cfg = base_cfg if cfg is None else cfg
+            model_wrap.positive_key = prompt or "positive"
+            return model_wrap(x, sigma, **args)
+
+        def report(info):
+            if callback is not None:
+                callback(info.step, info.denoised, info.x, self.total_steps)
+
+        try:
+            return self.algorithm(denoiser, latent_image, report)
+        finally:
+            model_wrap.cfg, model_wrap.positive_key = base_cfg, "positive"
+
+
+def run_engine_loop(model, positive, negative, latent: torch.Tensor, *, cfg: float, sigmas: torch.Tensor,
+                    algorithm, total_steps: int, seed: int, extra_conds: dict | None = None) -> torch.Tensor:
+    """Run ``algorithm`` (see :class:`EngineLoopSampler`) on a ComfyUI MODEL with progress, previews
+    and the interrupt check at every step; returns the latent in ComfyUI's latent space."""
+    latent = comfy.sample.fix_empty_latent_channels(model, latent)
+    guider = PromptSwitchGuider(model)
+    guider.set_named_conds(positive, negative, **(extra_conds or {}))
+    guider.set_cfg(cfg)
+    callback = latent_preview.prepare_callback(model, total_steps)
+    out = guider.sample(torch.zeros_like(latent), latent, EngineLoopSampler(algorithm, total_steps), sigmas.to(torch.float32),
+                        callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    return out.to(comfy.model_management.intermediate_device())

@@ -75,11 +75,13 @@ class EditSettings:
     known_noise: str = "fresh"
 
 
-def _encode(vae, pixels: torch.Tensor) -> torch.Tensor:
+def encode_pixels(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) pixels in [0, 1] → ComfyUI latent (H, W multiples of the VAE factor)."""
     return vae.encode(imaging.to_bhwc(pixels))
 
 
-def _decode(vae, latent: torch.Tensor) -> torch.Tensor:
+def decode_latent(vae, latent: torch.Tensor) -> torch.Tensor:
+    """ComfyUI latent → (B, 3, H, W) float pixels on the CPU."""
     images = vae.decode(latent)
     if images.ndim == 5:  # some VAEs return (B, T, H, W, C)
         images = images.reshape(-1, *images.shape[-3:])
@@ -89,7 +91,7 @@ def _decode(vae, latent: torch.Tensor) -> torch.Tensor:
 def _edit_region(model, positive, negative, vae, pixels, mask, settings: EditSettings):
     """Pad to a multiple of 8, encode, SDEdit, decode, unpad: (edited pixels, latent)."""
     padded, size = imaging.pad_to_multiple(pixels, 8)
-    latent = _encode(vae, padded)
+    latent = encode_pixels(vae, padded)
     latent_mask = None
     if mask is not None:
         latent_mask = torch.nn.functional.pad(mask, (0, padded.shape[-1] - size[1], 0, padded.shape[-2] - size[0]))
@@ -108,7 +110,7 @@ def _edit_region(model, positive, negative, vae, pixels, mask, settings: EditSet
         spacing=settings.spacing,
         known_noise=settings.known_noise,
     )
-    return imaging.unpad(_decode(vae, out), size), out
+    return imaging.unpad(decode_latent(vae, out), size), out
 
 
 @torch.no_grad()

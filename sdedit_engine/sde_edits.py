@@ -129,9 +129,11 @@ def diffedit_mask(
     repeats: int = 10,
     threshold: float = 0.5,
     seed: int | Sequence[int] = 0,
+    callback: Optional[Callback] = None,
 ) -> torch.Tensor:
     """DiffEdit's automatic mask: where the two prompts' denoised estimates disagree, averaged over
-    ``repeats`` noise draws at σ(t0), normalised per image and thresholded. Shape (B, 1, h, w)."""
+    ``repeats`` noise draws at σ(t0), normalised per image and thresholded. Shape (B, 1, h, w).
+    Costs 2·repeats denoiser calls; ``callback`` sees one step per draw."""
     latent = check_finite_tensor("latent", latent, min_ndim=3)
     schedule = getattr(denoiser, "schedule", None)
     if schedule is None:
@@ -139,10 +141,14 @@ def diffedit_mask(
     sigma = schedule.t0_to_sigma(t0)
     noise = NoiseSource.like(latent, normalize_seeds(seed, latent.shape[0]), stream="diffedit/mask")
     diff = torch.zeros_like(latent[:, :1])
-    for _ in range(int(repeats)):
+    for k in range(int(repeats)):
         z = latent + sigma * noise()
         s = _sigma_batch(z, sigma)
-        diff += (denoiser(z, s, **source_args) - denoiser(z, s, **target_args)).abs().mean(dim=1, keepdim=True)
+        d_src = denoiser(z, s, **source_args)
+        d_tgt = denoiser(z, s, **target_args)
+        if callback is not None and callback(StepInfo(k, int(repeats), z, d_tgt, sigma, sigma)):
+            raise SamplingCancelled(f"DiffEdit mask cancelled at draw {k + 1}/{repeats}")
+        diff += (d_src - d_tgt).abs().mean(dim=1, keepdim=True)
     flat = diff.flatten(1)
     lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
     norm = ((flat - lo) / (hi - lo).clamp_min(1e-12)).reshape(diff.shape)

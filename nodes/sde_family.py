@@ -1,0 +1,210 @@
+"""The SDE editing family of Nie et al. (ICLR 2024) as nodes: SDE-Drag, SDE inpainting and
+DiffEdit-SDE image-to-image, each over ComfyUI's own guider (LoRA, ControlNet, patches apply)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from comfy_api.v0_0_2 import io
+
+from ..sdedit_engine import imaging
+from ..sdedit_engine.cycle import cycle_sigmas
+from ..sdedit_engine.drag import drag_iterations, guidance_ramp, parse_points, sde_drag, to_latent_points
+from ..sdedit_engine.sde_edits import diffedit, diffedit_mask
+from .backend import model_schedule, run_engine_loop
+from .editing import EditSettings, decode_latent, edit_images, encode_pixels, guide_to_bchw, mask_to_b1hw
+from .sdedit_nodes import T0_TOOLTIP, model_inputs
+
+CATEGORY = "SDEdit/SDE family"
+POINTS_TOOLTIP = (
+    'Drag pairs in image pixels as JSON: [{"source": [x, y], "target": [x, y]}, ...] (x = column, y = row). '
+    "Click on the node's image to add them: first click = source, second = target. Also accepts a flat point "
+    "list such as KJNodes' PointsEditor output ([{\"x\":..,\"y\":..}, ...], read as source, target, source, target...)."
+)
+
+
+def _prepare_latent(vae, image, mask):
+    """Pixels, padded pixels' latent, the pixel mask and a binary latent mask (None without a mask)."""
+    pixels = guide_to_bchw(image, "image")
+    m = mask_to_b1hw(mask, pixels, "mask") if mask is not None else None
+    padded, size = imaging.pad_to_multiple(pixels, 8)
+    latent = encode_pixels(vae, padded)
+    lat_mask = None
+    if m is not None:
+        pad = torch.nn.functional.pad(m, (0, padded.shape[-1] - size[1], 0, padded.shape[-2] - size[0]))
+        lat_mask = (imaging.latent_mask(pad, tuple(latent.shape[-2:]), "area") > 0.5).to(latent.dtype)
+        if lat_mask.shape[0] == 1 and latent.shape[0] > 1:
+            lat_mask = lat_mask.expand(latent.shape[0], -1, -1, -1).contiguous()
+        if not bool(lat_mask.any()):
+            raise ValueError("mask: the editable area is smaller than one latent cell (8x8 pixels); grow the mask")
+    return pixels, size, padded, latent, m, lat_mask
+
+
+def _finish(vae, latent, pixels, size, m, keep_unmasked_pixels):
+    out = imaging.unpad(decode_latent(vae, latent), size)
+    if keep_unmasked_pixels and m is not None:
+        out = imaging.composite(out, pixels, m.expand(pixels.shape[0], -1, -1, -1))
+    return imaging.to_bhwc(out)
+
+
+class SDEditDrag(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDEditDrag",
+            display_name="SDE-Drag (point-based drag editing)",
+            category=CATEGORY,
+            description=(
+                "SDE-Drag (Nie et al., ICLR 2024): drags image content from source points to target points by "
+                "copy-pasting noisy latent patches, then denoising with Cycle-SDE (the input's own recorded noise), "
+                "so everything not dragged comes back as it was. Long drags are split into small moves. Defaults "
+                "follow the paper (t0 0.6, 120 steps, 10x10 latent patches, CFG ramping up to 3)."
+            ),
+            inputs=model_inputs()[:4]
+            + [
+                io.Image.Input("image", tooltip="The image to drag-edit (512x512 suits SD1.x). RGBA: alpha is ignored."),
+                io.String.Input("points", default="[]", multiline=True, tooltip=POINTS_TOOLTIP),
+                io.Mask.Input("mask", optional=True, tooltip="Optional editable area (1 = may change). Outside it the image is kept exactly."),
+                io.Float.Input("t0", default=0.6, min=0.0, max=1.0, step=0.01, tooltip=T0_TOOLTIP),
+                io.Int.Input("steps", default=120, min=1, max=1000, tooltip="Reverse steps from t0 (the paper: 120 = 0.6 of a 200-step grid). Each drag iteration costs 2 x steps model calls."),
+                io.Float.Input("cfg", default=3.0, min=1.0, max=30.0, step=0.1, tooltip="Guidance at t0; it ramps linearly down to about 1 near the end, as in the paper."),
+                io.Float.Input("step_size", default=2.0, min=0.5, max=64.0, step=0.5, tooltip="Latent pixels moved per drag iteration (2 = 16 image pixels). Longer drags take more iterations."),
+                io.Int.Input("patch_radius", default=5, min=1, max=32, tooltip="Half-size of the copied latent patch (5 = 10x10 latent = 80x80 pixels)."),
+                io.Float.Input("beta", default=0.3, min=0.0, max=1.0, step=0.05, tooltip="How much of the source's content stays where it was (the rest is replaced by noise)."),
+                io.Float.Input("alpha", default=1.1, min=0.5, max=2.0, step=0.05, tooltip="Amplification of the pasted patch at the target."),
+                io.Int.Input("seed", default=1234, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="Seed of the forward noise."),
+                io.Boolean.Input("keep_unmasked_pixels", default=True, tooltip="With a mask: paste the original pixels back outside it after decoding (bit-identical)."),
+            ],
+            outputs=[io.Image.Output("IMAGE", display_name="image", tooltip="The dragged image.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, vae, image, points, t0, steps, cfg, step_size, patch_radius, beta,
+                alpha, seed, keep_unmasked_pixels=True, mask=None) -> io.NodeOutput:
+        pixels = guide_to_bchw(image, "image")
+        pairs_px = parse_points(points, pixels.shape[-1], pixels.shape[-2])
+        pixels, size, padded, latent, m, lat_mask = _prepare_latent(vae, image, mask)
+        pairs = to_latent_points(pairs_px, factor=padded.shape[-1] // latent.shape[-1])
+        if all(s == t for s, t in pairs):
+            raise ValueError("points: every drag is shorter than one latent cell (8 pixels); drag further")
+        levels = cycle_sigmas(model_schedule(model), t0, steps)
+        ramp = guidance_ramp(cfg, steps)
+        longest = max(((t[0] - s[0]) ** 2 + (t[1] - s[1]) ** 2) ** 0.5 for s, t in pairs)
+        total = 2 * steps * drag_iterations(longest, step_size)
+
+        def algorithm(denoiser, lat, report):
+            return sde_drag(denoiser, lat, pairs, mask=lat_mask, sigmas=levels, step_size=step_size, radius=patch_radius,
+                            beta=beta, alpha=alpha, seed=seed, extra_args_fn=lambda i: {"cfg": ramp[i]}, callback=report)
+
+        out = run_engine_loop(model, positive, negative, latent, cfg=cfg, sigmas=levels, algorithm=algorithm,
+                              total_steps=total, seed=seed)
+        return io.NodeOutput(_finish(vae, out, pixels, size, m, keep_unmasked_pixels))
+
+
+class SDEditCycleInpaint(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDEditCycleInpaint",
+            display_name="SDE Inpaint (SDE vs ODE)",
+            category=CATEGORY,
+            description=(
+                "Inpainting with any (non-inpainting) checkpoint, the SDE way (Nie et al., Sec. 5.1): the masked area "
+                "starts from pure noise and is solved with DDPM (mode sde) while the rest is re-noised from the image "
+                "at every step; mode ode runs the DDIM twin for comparison. The paper finds SDE better at every step count."
+            ),
+            inputs=model_inputs()[:4]
+            + [
+                io.Image.Input("image", tooltip="The image to inpaint. RGBA: alpha is ignored."),
+                io.Mask.Input("mask", tooltip="The area to fill (1 = fill); same size as the image."),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Solver steps (model calls)."),
+                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, tooltip="Classifier-free guidance scale."),
+                io.Combo.Input("mode", options=["sde", "ode"], default="sde", tooltip="sde: DDPM (stochastic). ode: DDIM (deterministic twin)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="Noise seed."),
+                io.Int.Input("mask_grow", default=4, min=0, max=256, tooltip="Grow the mask by this many pixels."),
+                io.Float.Input("mask_feather", default=4.0, min=0.0, max=128.0, step=0.5, tooltip="Soften the mask edge over about this many pixels."),
+                io.Boolean.Input("keep_unmasked_pixels", default=True, tooltip="Paste the original back outside the mask after decoding (bit-identical)."),
+            ],
+            outputs=[io.Image.Output("IMAGE", display_name="image")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, vae, image, mask, steps, cfg, mode, seed, mask_grow=4, mask_feather=4.0,
+                keep_unmasked_pixels=True) -> io.NodeOutput:
+        if mode not in ("sde", "ode"):
+            raise ValueError(f"mode must be 'sde' or 'ode', got {mode!r}")
+        pixels = guide_to_bchw(image, "image")
+        m = mask_to_b1hw(mask, pixels, "mask")
+        settings = EditSettings(cfg=cfg, t0=1.0, steps=steps, sampler_name="ddpm" if mode == "sde" else "ddim",
+                                repeats=1, seed=seed, known_noise="fixed")
+        images, _ = edit_images(model, positive, negative, vae, pixels, m, settings, mask_grow=mask_grow,
+                                mask_feather=mask_feather, keep_unmasked_pixels=keep_unmasked_pixels)
+        return io.NodeOutput(imaging.to_bhwc(images))
+
+
+class SDEditImageToImage(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDEditImageToImage",
+            display_name="DiffEdit-SDE (image-to-image with two prompts)",
+            category=CATEGORY,
+            description=(
+                "DiffEdit the SDE way (Nie et al., Sec. 5.2): turns what the source prompt describes into what the target "
+                "prompt describes, inside a mask (given, or found automatically where the prompts disagree). mode sde "
+                "forward-noises and decodes with Cycle-SDE (noise recorded under the source prompt); mode ode is DDIM "
+                "inversion + DDIM (the original DiffEdit). Outside the mask the image is kept."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model."),
+                io.Conditioning.Input("source", tooltip="Prompt describing the image as it is (e.g. 'a bowl of fruits')."),
+                io.Conditioning.Input("target", tooltip="Prompt describing the wanted result (e.g. 'a bowl of bananas')."),
+                io.Conditioning.Input("negative", tooltip="Unconditional / negative prompt for CFG (usually empty)."),
+                io.Vae.Input("vae", tooltip="The VAE."),
+                io.Image.Input("image", tooltip="The image to edit. RGBA: alpha is ignored."),
+                io.Mask.Input("mask", optional=True, tooltip="Area to edit (1 = edit). Unconnected: DiffEdit's automatic mask."),
+                io.Float.Input("t0", default=0.7, min=0.0, max=1.0, step=0.01, tooltip=T0_TOOLTIP),
+                io.Int.Input("steps", default=35, min=1, max=1000, tooltip="Steps from t0 (the paper: 35 = 0.7 of 50). Costs 2 x steps model calls."),
+                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, tooltip="Classifier-free guidance scale."),
+                io.Combo.Input("mode", options=["sde", "ode"], default="sde", tooltip="sde: DiffEdit-SDE (Cycle-SDE). ode: DiffEdit (DDIM inversion)."),
+                io.Float.Input("mask_threshold", default=0.5, min=0.0, max=1.0, step=0.05, tooltip="Automatic mask only: threshold on the normalised prompt disagreement."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="Noise seed."),
+                io.Boolean.Input("keep_unmasked_pixels", default=True, tooltip="Paste the original back outside the mask after decoding (bit-identical)."),
+            ],
+            outputs=[
+                io.Image.Output("IMAGE", display_name="image"),
+                io.Mask.Output("MASK", display_name="mask", tooltip="The mask used (the automatic one when none was given)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, source, target, negative, vae, image, t0, steps, cfg, mode, mask_threshold, seed,
+                keep_unmasked_pixels=True, mask=None) -> io.NodeOutput:
+        if mode not in ("sde", "ode"):
+            raise ValueError(f"mode must be 'sde' or 'ode', got {mode!r}")
+        pixels, size, padded, latent, m, lat_mask = _prepare_latent(vae, image, mask)
+        schedule = model_schedule(model)
+        levels = cycle_sigmas(schedule, t0, steps)
+        draws = 10
+        mask_steps = 0 if lat_mask is not None else draws
+        found = {}
+
+        def algorithm(denoiser, lat, report):
+            denoiser.schedule = schedule
+            src, tgt = {"prompt": "source"}, {"prompt": "positive"}
+            use = lat_mask
+            if use is None:
+                use = diffedit_mask(denoiser, lat, source_args=src, target_args=tgt, t0=0.5, repeats=draws,
+                                    threshold=mask_threshold, seed=seed, callback=report)
+                found["mask"] = use
+            offset = lambda info: report(replace(info, step=info.step + mask_steps))  # noqa: E731
+            return diffedit(denoiser, lat, use, source_args=src, target_args=tgt, sigmas=levels, mode=mode, seed=seed,
+                            callback=offset)
+
+        out = run_engine_loop(model, target, negative, latent, cfg=cfg, sigmas=levels, algorithm=algorithm,
+                              total_steps=2 * steps + mask_steps, seed=seed, extra_conds={"source": source})
+        if m is None:
+            lm = found["mask"].float().cpu()
+            m = imaging.resize(lm, tuple(padded.shape[-2:]), mode="nearest")[..., : size[0], : size[1]]
+        return io.NodeOutput(_finish(vae, out, pixels, size, m, keep_unmasked_pixels), m[:, 0].contiguous())
