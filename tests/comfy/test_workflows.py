@@ -57,7 +57,8 @@ def _ids(paths):
 # Format (no server)
 # ---------------------------------------------------------------------------------------------
 def test_the_workflows_are_all_there():
-    assert {p.stem for p in WORKFLOW_FILES} == EXPECTED
+    assert {p.stem for p in WORKFLOW_FILES} == EXPECTED, (
+        "every file in workflows/ needs a run through the frontend below: add it to EXPECTED with a test")
     assert not (REPO / "example_workflows").exists(), "one source only: ComfyUI serves workflows/ itself"
 
 
@@ -246,7 +247,8 @@ def test_workflows_load_unchanged_and_convert_in_the_frontend(comfy_server, comf
                 inputs = res["output"][str(n["id"])]["inputs"]
                 for (name, kind, _), v in zip(_widgets_of(object_info[n["type"]]), n.get("widgets_values") or []):
                     if kind not in ("CONTROL", "UPLOAD"):
-                        assert inputs.get(name) == v, f"{path.name} node {n['id']} {n['type']}.{name}: {inputs.get(name)!r} != {v!r}"
+                        where = f"{path.name} node {n['id']} {n['type']}.{name}"
+                        assert inputs.get(name) == v, f"{where}: {inputs.get(name)!r} != {v!r}"
         errors = fe.page.console_errors()
         assert not errors, errors
     finally:
