@@ -16,6 +16,8 @@ def _stroke_coverage(base: torch.Tensor, strokes_bhwc: torch.Tensor, stroke_mask
     if strokes_bhwc.shape[-1] == 4:
         return strokes_bhwc[..., 3:4].float().clamp(0, 1).permute(0, 3, 1, 2)
     strokes = guide_to_bchw(strokes_bhwc, "strokes")
+    if stroke_mask is not None and not bool((stroke_mask > 0).any()):
+        stroke_mask = None  # LoadImage gives an all-zero 64x64 MASK for images without alpha: no mask
     if stroke_mask is not None:
         m = stroke_mask.float()
         m = m[None] if m.ndim == 2 else m
@@ -41,7 +43,7 @@ class SDEditStrokeGuide(io.ComfyNode):
             inputs=[
                 io.Image.Input("base", tooltip="The photo or image to edit."),
                 io.Image.Input("strokes", tooltip="The stroke layer, same size as base: an RGBA image (alpha = strokes), or RGB with stroke_mask, or the base with strokes painted over it."),
-                io.Mask.Input("stroke_mask", optional=True, tooltip="Where the strokes are (1 = stroke), when the stroke image has no alpha. Note: LoadImage's MASK is 1 where the image is transparent, so invert it first for a stroke layer."),
+                io.Mask.Input("stroke_mask", optional=True, tooltip="Where the strokes are (1 = stroke), when the stroke image has no alpha. Note: LoadImage's MASK is 1 where the image is transparent, so invert it first for a stroke layer. An all-zero mask (LoadImage's for images without transparency) counts as no mask."),
                 io.Int.Input("grow", default=16, min=0, max=512, tooltip="Grow the stroke mask by this many pixels, so the edit reaches a little beyond the strokes."),
                 io.Float.Input("threshold", default=0.02, min=0.0, max=1.0, step=0.005, tooltip="When neither alpha nor stroke_mask is given: how much a pixel must differ from the base to count as a stroke."),
             ],

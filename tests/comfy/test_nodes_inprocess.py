@@ -118,3 +118,11 @@ def test_composite_guide_clips_patches_at_the_border(comfy):
     assert int(mask.sum()) == 8 * 8
     with pytest.raises(ValueError, match="entirely outside"):
         comfy["guides"].SDEditCompositeGuide.execute(base, patch, x=40, y=0, grow=0)
+
+
+def test_stroke_guide_treats_an_all_zero_mask_as_no_mask(comfy):
+    base = torch.full((1, 32, 32, 3), 0.5)
+    strokes = base.clone()
+    strokes[:, 4:8, 4:8] = 1.0
+    guide, mask = comfy["guides"].SDEditStrokeGuide.execute(base, strokes, grow=0, threshold=0.02, stroke_mask=torch.zeros(1, 64, 64)).args
+    assert int(mask.sum()) == 16 and torch.equal(guide, strokes)
