@@ -82,7 +82,7 @@ LORA = tiny_sd15.LORA_NAME
 CONTROLNET = tiny_sd15.CONTROLNET_NAME
 UI_DATA = Path(__file__).parent / "data"
 
-IN_CI = bool(os.environ.get("CI"))
+IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _missing(reason: str):
