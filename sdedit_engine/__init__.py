@@ -19,6 +19,17 @@ from .sdedit import KNOWN_NOISE_MODES, MaskedDenoiser, sdedit, sdedit_sigmas
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    """``SDEditPipeline`` (the diffusers backend) is imported on first use, so the engine itself
+    never pulls in diffusers or transformers (inside ComfyUI it does not need them)."""
+    if name in ("SDEditPipeline", "SDEditOutput"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "DiscreteSchedule",
     "DiscreteTimeDenoiser",
@@ -27,6 +38,8 @@ __all__ = [
     "MaskedDenoiser",
     "NoiseSource",
     "SAMPLERS",
+    "SDEditOutput",
+    "SDEditPipeline",
     "SAMPLER_NAMES",
     "SPACINGS",
     "SamplingCancelled",

@@ -13,8 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures.tiny_diffusers import pickle_checkpoint, tiny_lora_path, tiny_sd_path, tiny_single_file_path  # noqa: E402
+from tests.fixtures.tiny_diffusers import pickle_checkpoint, tiny_lora_path, tiny_sd_path, tiny_single_file_path  # noqa: E402
 
 from sdedit_engine.cli import main  # noqa: E402
 from sdedit_engine.imaging import load_image, save_image  # noqa: E402

@@ -4,16 +4,13 @@ ControlNet, LoRA, SDXL, exact composite-back, progress/cancel, and loading error
 from __future__ import annotations
 
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures.tiny_diffusers import (  # noqa: E402
+from tests.fixtures.tiny_diffusers import (  # noqa: E402
     pickle_checkpoint, tiny_controlnet_path, tiny_lora_path, tiny_sd_path, tiny_sdxl_path, tiny_single_file_path)
 
 from sdedit_engine.imaging import ImageError  # noqa: E402

@@ -3,14 +3,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures.tiny_diffusers import tiny_sd_path  # noqa: E402
+from tests.fixtures.tiny_diffusers import tiny_sd_path  # noqa: E402
 
 from sdedit_engine.pipeline import SDEditPipeline  # noqa: E402
 from sdedit_engine.samplers import get_sampler  # noqa: E402
