@@ -15,7 +15,7 @@ from sdedit_engine.analytic import GaussianMixturePrior, energy_distance
 
 SHAPE = (4, 8, 8)
 D = 256
-N = 2000
+N = 1000
 WEIGHTS = [0.5, 0.3, 0.2]
 SDE_SAMPLERS = ["ddpm", "euler_maruyama", "dpmpp_2m_sde"]
 
@@ -102,15 +102,31 @@ def test_euler_maruyama_noise_is_larger_than_ancestral_on_coarse_grids():
 
 
 # -- the mixture from pure noise ------------------------------------------------------------------------
-@pytest.mark.parametrize("sampler, steps, var_tol", [("ddpm", 1000, 0.03), ("euler_maruyama", 1000, 0.03), ("dpmpp_2m_sde", 30, 0.06)])
-def test_sde_samplers_reproduce_the_mixture_from_pure_noise(mixture, sampler, steps, var_tol):
+def _variance_tolerance(sampler, sigmas, counts, s2=0.25, allowance=0.08):
+    """|discretisation bias| + 5 standard errors of each component's variance ratio.
+
+    For ddpm / euler_maruyama the bias is the closed-form single-Gaussian value of this grid (the
+    components are far apart, so each behaves as one Gaussian); dpmpp_2m_sde has no closed form and
+    gets a fixed allowance (its measured bias on this prior is ≈ +5% at 20–30 steps)."""
+    if sampler in ("ddpm", "euler_maruyama"):
+        _, v = _linear_gaussian_moments(sampler, sigmas, s2)
+        sig0 = float(sigmas[0])
+        exact = s2 * s2 * sig0**2 / (s2 + sig0**2) ** 2 + s2 * sig0**2 / (s2 + sig0**2)
+        bias = abs(v / exact - 1)
+    else:
+        bias = allowance
+    se = torch.sqrt(2.0 / (counts.clamp_min(1).double() * D))
+    return bias + 5 * se
+
+
+@pytest.mark.parametrize("sampler, steps", [("ddpm", 1000), ("euler_maruyama", 1000), ("dpmpp_2m_sde", 30)])
+def test_sde_samplers_reproduce_the_mixture_from_pure_noise(mixture, sampler, steps):
     out = sdedit(mixture, torch.zeros(N, *SHAPE, dtype=torch.float64), t0=1.0, steps=steps, sampler=sampler, seed=100)
     freq, var, counts = _component_stats(mixture, out)
     # component frequencies: χ² against the prior weights (σ_max = 157 makes the start ≈ pure noise)
     assert _chi2_pvalue(counts, torch.tensor(WEIGHTS, dtype=torch.float64)) > 1e-3, freq
-    # within-component variance: 1 within the grid's discretisation (ddpm on the full grid: −1.6%,
-    # computed above in closed form) plus 5 standard errors
-    assert torch.all((var - 1).abs() < var_tol), var
+    tol = _variance_tolerance(sampler, mixture.schedule.sigma_grid(1.0, steps), counts)
+    assert torch.all((var - 1).abs() < tol), (var, tol)
     # every sample lands on the data manifold: RMS distance to its mean ≈ the component std
     _, rms = mixture.nearest_component(out)
     assert float(rms.max()) < 0.5 * 1.4
@@ -138,11 +154,8 @@ def exact_half(mixture, stroke_guide):
     return a, max(null)
 
 
-@pytest.mark.parametrize(
-    "sampler, steps, var_tol",
-    [("ddpm", 500, 0.03), ("euler_maruyama", 500, 0.04), ("dpmpp_2m_sde", 20, 0.08), ("dpmpp_2m_sde", 30, 0.07)],
-)
-def test_sdedit_matches_the_exact_sdedit_distribution(mixture, stroke_guide, exact_half, sampler, steps, var_tol):
+@pytest.mark.parametrize("sampler, steps", [("ddpm", 500), ("euler_maruyama", 500), ("dpmpp_2m_sde", 20), ("dpmpp_2m_sde", 30)])
+def test_sdedit_matches_the_exact_sdedit_distribution(mixture, stroke_guide, exact_half, sampler, steps):
     exact, null_max = exact_half
     out = sdedit(mixture, _batch(stroke_guide), t0=0.5, steps=steps, sampler=sampler, seed=200)
     ed = energy_distance(out, exact)
@@ -151,7 +164,8 @@ def test_sdedit_matches_the_exact_sdedit_distribution(mixture, stroke_guide, exa
     f_ex, _, _ = _component_stats(mixture, exact)
     assert _chi2_pvalue(counts, f_ex.clamp_min(1e-4)) > 1e-3, (f_out, f_ex)
     major = f_ex > 0.05
-    assert torch.all((var[major] - 1).abs() < var_tol), var
+    tol = _variance_tolerance(sampler, mixture.schedule.sigma_grid(0.5, steps), counts)
+    assert torch.all((var[major] - 1).abs() < tol[major]), (var, tol)
 
 
 def test_ode_twins_are_distinguishable_from_exact_sdedit(mixture, stroke_guide, exact_half):
