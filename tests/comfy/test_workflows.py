@@ -28,6 +28,8 @@ WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.json"))
 EXPECTED = {
     "sdedit_stroke_painting", "sdedit_masked_stroke_edit", "sdedit_composite",
     "sdedit_lora_controlnet", "sdedit_custom_sampler", "sdedit_t0_sweep",
+    # the SDE family; their runs through the frontend are in test_point_editor.py / test_sde_family_nodes.py
+    "sdedit_drag", "sde_inpaint", "diffedit_sde",
 }
 PACK_DIR_NAME = "comfyui-sdedit"  # the name the harness links this repo under in custom_nodes
 

@@ -1,0 +1,243 @@
+"""The SDE family nodes (SDE-Drag, SDE inpainting, DiffEdit-SDE) inside a real ComfyUI server
+(``POST /prompt``), with the tiny SD1.5 checkpoint, 64x64 images and few steps."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from tests.comfy import harness
+from tests.comfy.conftest import CKPT
+
+H = W = 64
+STEPS = 6
+BG = 90
+# the bright block sits on latent cells x 1..3, y 2..5; the drag moves it 3 latent cells right
+BLOCK = np.s_[16:48, 8:32]
+SOURCE, TARGET = [20, 32], [44, 32]
+TARGET_AREA = np.s_[16:48, 36:56]  # where the block should go (latent cells x 4..6)
+
+
+def block_image(h=H, w=W) -> np.ndarray:
+    img = np.full((h, w, 3), BG, np.uint8)
+    img[BLOCK] = (250, 230, 60)
+    return img
+
+
+def box_mask(h=H, w=W, box=(0, 8, 64, 56)) -> np.ndarray:
+    """White (editable) box (x0, y0, x1, y1) on black, as an RGB image for LoadImageMask."""
+    m = np.zeros((h, w, 3), np.uint8)
+    x0, y0, x1, y1 = box
+    m[y0:y1, x0:x1] = 255
+    return m
+
+
+def _common(server, image, prefix) -> dict:
+    return {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a yellow block on grey", "clip": ["ckpt", 1]}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
+        "img": {"class_type": "LoadImage", "inputs": {"image": server.upload_image(image)}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["node", 0], "filename_prefix": prefix}},
+        "save_in": {"class_type": "SaveImage", "inputs": {"images": ["img", 0], "filename_prefix": prefix + "_in"}},
+    }
+
+
+def add_mask(server, p, mask_rgb) -> dict:
+    p["mask"] = {"class_type": "LoadImageMask", "inputs": {"image": server.upload_image(mask_rgb), "channel": "red"}}
+    p["node"]["inputs"]["mask"] = ["mask", 0]
+    return p
+
+
+def drag_prompt(server, points=None, image=None, seed=1, prefix="drag", **inputs) -> dict:
+    p = _common(server, block_image() if image is None else image, prefix)
+    pts = [{"source": SOURCE, "target": TARGET}] if points is None else points
+    p["node"] = {"class_type": "SDEditDrag", "inputs": {
+        "model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["ckpt", 2], "image": ["img", 0],
+        "points": pts if isinstance(pts, str) else json.dumps(pts), "t0": 0.4, "steps": STEPS, "cfg": 2.0,
+        "step_size": 4.0, "patch_radius": 2, "beta": 0.3, "alpha": 1.1, "seed": seed, "keep_unmasked_pixels": True}}
+    p["node"]["inputs"].update(inputs)
+    return p
+
+
+def inpaint_prompt(server, mode, seed=0, prefix="inpaint", **inputs) -> dict:
+    p = _common(server, block_image(), prefix)
+    p["node"] = {"class_type": "SDEditCycleInpaint", "inputs": {
+        "model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["ckpt", 2], "image": ["img", 0],
+        "steps": STEPS, "cfg": 3.0, "mode": mode, "seed": seed, "mask_grow": 0, "mask_feather": 0.0,
+        "keep_unmasked_pixels": True}}
+    p["node"]["inputs"].update(inputs)
+    return add_mask(server, p, box_mask(box=(8, 16, 32, 48)))
+
+
+def i2i_prompt(server, mode, seed=0, prefix="i2i", with_mask=True, **inputs) -> dict:
+    p = _common(server, block_image(), prefix)
+    p["src"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a yellow block", "clip": ["ckpt", 1]}}
+    p["tgt"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a red ball", "clip": ["ckpt", 1]}}
+    p["node"] = {"class_type": "SDEditImageToImage", "inputs": {
+        "model": ["ckpt", 0], "source": ["src", 0], "target": ["tgt", 0], "negative": ["neg", 0], "vae": ["ckpt", 2],
+        "image": ["img", 0], "t0": 0.7, "steps": STEPS, "cfg": 5.0, "mode": mode, "mask_threshold": 0.5, "seed": seed,
+        "keep_unmasked_pixels": True}}
+    p["node"]["inputs"].update(inputs)
+    p["mask_img"] = {"class_type": "MaskToImage", "inputs": {"mask": ["node", 1]}}
+    p["save_mask"] = {"class_type": "SaveImage", "inputs": {"images": ["mask_img", 0], "filename_prefix": prefix + "_mask"}}
+    if with_mask:
+        add_mask(server, p, box_mask(box=(8, 16, 32, 48)))
+    return p
+
+
+def image_of(out, node="save") -> np.ndarray:
+    return out[node]["images"][0]
+
+
+def _mean(img, area) -> np.ndarray:
+    return img[area].reshape(-1, 3).astype(float).mean(0)
+
+
+# -- registration --------------------------------------------------------------------------------------
+def test_sde_family_nodes_are_registered_and_documented(comfy_server):
+    comfy_server.assert_pack_loaded()
+    info = comfy_server.object_info()
+    for node in ("SDEditDrag", "SDEditCycleInpaint", "SDEditImageToImage"):
+        spec = info[node]
+        assert spec["description"] and spec["category"].startswith("SDEdit"), node
+        for group in ("required", "optional"):
+            for name, (kind, *opts) in spec["input"].get(group, {}).items():
+                assert opts and opts[0].get("tooltip"), f"{node}.{name} has no tooltip"
+    points = info["SDEditDrag"]["input"]["required"]["points"]
+    assert points[0] == "STRING" and points[1].get("multiline") is True
+    assert info["SDEditImageToImage"]["output"] == ["IMAGE", "MASK"]
+
+
+# -- SDE-Drag ------------------------------------------------------------------------------------------
+def test_drag_moves_the_block_toward_the_target(comfy_server):
+    out = comfy_server.run(drag_prompt(comfy_server, seed=1, prefix="drag_move"))
+    result, original = image_of(out).astype(float), image_of(out, "save_in").astype(float)
+    assert result.shape == (H, W, 3)
+    block = np.array((250, 230, 60), float)
+    before = np.linalg.norm(_mean(original, TARGET_AREA) - block)
+    after = np.linalg.norm(_mean(result, TARGET_AREA) - block)
+    # the target area now looks much more like the block than the grey it was
+    assert after < 0.7 * before, (before, after)
+    # the source (its trailing part) lost some of the block
+    assert np.linalg.norm(_mean(result, np.s_[16:48, 8:20]) - block) > 10
+
+
+def test_flat_point_lists_of_kjnodes_give_the_same_drag(comfy_server):
+    pairs = image_of(comfy_server.run(drag_prompt(comfy_server, seed=2, prefix="drag_pairs")))
+    flat = [{"x": SOURCE[0], "y": SOURCE[1]}, {"x": TARGET[0], "y": TARGET[1]}]
+    kj = image_of(comfy_server.run(drag_prompt(comfy_server, points=flat, seed=2, prefix="drag_kj")))
+    assert np.array_equal(pairs, kj)
+
+
+def test_drag_mask_confines_the_change_and_keeps_other_pixels_bit_identical(comfy_server):
+    rng = np.random.default_rng(0)
+    image = block_image()
+    image[:16] = rng.integers(0, 256, (16, W, 3), dtype=np.uint8)  # textured: the VAE round trip would show
+    p = add_mask(comfy_server, drag_prompt(comfy_server, image=image, seed=3, prefix="drag_mask"),
+                 box_mask(box=(0, 16, 64, 48)))
+    out = comfy_server.run(p)
+    result, original = image_of(out), image_of(out, "save_in")
+    inside = box_mask(box=(0, 16, 64, 48))[..., 0] > 0
+    assert np.array_equal(result[~inside], original[~inside])
+    assert np.abs(result[inside].astype(int) - original[inside]).mean() > 3
+
+
+def test_drag_reports_progress_and_interrupt_stops_it_then_the_next_prompt_runs(comfy_server):
+    # a short run: progress counts every model call of every drag iteration (2 x steps x iterations)
+    pid = comfy_server.queue_prompt(drag_prompt(comfy_server, seed=4, prefix="drag_progress", step_size=1.0))
+    comfy_server.wait(pid)
+    events = [e for e in comfy_server.progress_events(pid) if e.data.get("node") == "node"]
+    assert events, "no progress events from SDEditDrag"
+    assert {e.data["max"] for e in events} == {2 * STEPS * 3}  # 3 latent cells at 1 cell per iteration
+    assert events[-1].data["value"] == 2 * STEPS * 3
+    # a long one: interrupt mid-drag
+    big = block_image(256, 256)
+    p = drag_prompt(comfy_server, image=big, seed=5, prefix="drag_long", steps=300, t0=0.9, step_size=1.0,
+                    points=[{"source": [20, 32], "target": [200, 32]}])
+    pid = comfy_server.queue_prompt(p)
+    comfy_server.ws.wait_for(lambda e: e.type == "progress" and e.data.get("prompt_id") == pid
+                             and e.data.get("node") == "node" and e.data.get("value", 0) >= 2, timeout=180)
+    started = time.monotonic()
+    comfy_server.interrupt()
+    with pytest.raises(harness.ComfyInterrupted):
+        comfy_server.wait(pid, timeout=60)
+    assert time.monotonic() - started < 30
+    done = max(e.data["value"] for e in comfy_server.progress_events(pid) if e.data.get("node") == "node")
+    assert done < 2 * 300 * 22
+    out = comfy_server.run(drag_prompt(comfy_server, seed=6, prefix="drag_after_interrupt"))
+    assert image_of(out).shape == (H, W, 3)
+
+
+BAD_POINTS = [
+    ("malformed json", '[{"source": [20, 32], "target": [44, 32]', "points: not valid JSON"),
+    ("empty list", "[]", "points: no point pairs given"),
+    ("off the image", [{"source": [20, 32], "target": [70, 32]}], "points: pair 0 target (70, 32) lies outside the 64x64 image"),
+    ("source == target", [{"source": [20, 32], "target": [20, 32]}], "points: pair 0 has source == target"),
+    ("odd flat list", [{"x": 1, "y": 2}], "points: a flat point list needs an even number"),
+    ("shorter than a cell", [{"source": [17, 32], "target": [20, 33]}], "points: every drag is shorter than one latent cell"),
+]
+
+
+@pytest.mark.parametrize("label, points, message", BAD_POINTS, ids=[b[0] for b in BAD_POINTS])
+def test_bad_points_are_an_execution_error_naming_points_and_the_server_keeps_serving(comfy_server, label, points, message):
+    p = drag_prompt(comfy_server, points=points, seed=7, prefix="drag_bad_" + label.replace(" ", "_"))
+    with pytest.raises(harness.ComfyExecutionError) as err:
+        comfy_server.run(p)
+    assert message in str(err.value)
+    assert comfy_server.alive
+
+
+def test_after_bad_points_the_server_still_drags(comfy_server):
+    out = comfy_server.run(drag_prompt(comfy_server, seed=8, prefix="drag_ok_after_bad"))
+    assert image_of(out).shape == (H, W, 3)
+
+
+# -- SDE inpainting ---------------------------------------------------------------------------------------
+def test_cycle_inpaint_sde_and_ode_fill_the_mask_and_keep_the_rest(comfy_server):
+    inside = box_mask(box=(8, 16, 32, 48))[..., 0] > 0
+    results = {}
+    for mode in ("sde", "ode"):
+        out = comfy_server.run(inpaint_prompt(comfy_server, mode, seed=1, prefix=f"inpaint_{mode}"))
+        result, original = image_of(out), image_of(out, "save_in")
+        assert result.shape == (H, W, 3)
+        assert np.array_equal(result[~inside], original[~inside]), mode
+        assert np.abs(result[inside].astype(int) - original[inside]).mean() > 3, mode
+        results[mode] = result
+    assert not np.array_equal(results["sde"], results["ode"])
+
+
+def test_cycle_inpaint_is_reproducible_and_only_sde_adds_noise_per_step(comfy_server):
+    def run(mode, seed, tag):
+        return image_of(comfy_server.run(inpaint_prompt(comfy_server, mode, seed=seed, prefix=f"inpaint_{mode}_{seed}_{tag}")))
+
+    for mode in ("sde", "ode"):
+        assert np.array_equal(run(mode, 3, "a"), run(mode, 3, "b")), mode
+    assert not np.array_equal(run("sde", 3, "c"), run("sde", 4, "c"))
+
+
+# -- DiffEdit-SDE image-to-image --------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["sde", "ode"])
+def test_image_to_image_with_a_given_mask_keeps_the_rest(comfy_server, mode):
+    out = comfy_server.run(i2i_prompt(comfy_server, mode, seed=1, prefix=f"i2i_given_{mode}"))
+    result, original = image_of(out), image_of(out, "save_in")
+    inside = box_mask(box=(8, 16, 32, 48))[..., 0] > 0
+    assert np.array_equal(result[~inside], original[~inside])
+    assert np.abs(result[inside].astype(int) - original[inside]).mean() > 3
+    mask = image_of(out, "save_mask")[..., 0] > 127
+    assert np.array_equal(mask, inside)  # the MASK output is the mask that was used
+
+
+@pytest.mark.parametrize("mode", ["sde", "ode"])
+def test_image_to_image_with_the_automatic_mask(comfy_server, mode):
+    out = comfy_server.run(i2i_prompt(comfy_server, mode, seed=2, prefix=f"i2i_auto_{mode}", with_mask=False))
+    result, original = image_of(out), image_of(out, "save_in")
+    mask = image_of(out, "save_mask")[..., 0] > 127
+    assert mask.shape == (H, W) and mask.any(), "the automatic mask is empty"
+    assert np.array_equal(result[~mask], original[~mask])
+    if mask.all():
+        return
+    assert np.abs(result[mask].astype(int) - original[mask]).mean() > 1
