@@ -317,3 +317,29 @@ class SDEditPipeline:
         out.images = imaging.to_pil(result) if output_type == "pil" else (
             result.permute(0, 2, 3, 1).numpy() if output_type == "np" else result)
         return out
+
+    # ------------------------------------------------------------------ the SDE editing family
+    def drag(self, image, points, mask=None, prompt: str = "", **kwargs):
+        """SDE-Drag (Nie et al., ICLR 2024); see :func:`sdedit_engine.drag_pipeline.drag`."""
+        from .drag_pipeline import drag
+
+        return drag(self, image, points, mask, prompt, **kwargs)
+
+    def inpaint(self, image, mask, prompt: str = "", **kwargs):
+        """SDE / ODE inpainting; see :func:`sdedit_engine.drag_pipeline.inpaint`."""
+        from .drag_pipeline import inpaint
+
+        return inpaint(self, image, mask, prompt, **kwargs)
+
+    def diffedit(self, image, source_prompt: str, target_prompt: str, mask=None, **kwargs):
+        """DiffEdit-SDE / DiffEdit-ODE; see :func:`sdedit_engine.drag_pipeline.diffedit`."""
+        from .drag_pipeline import diffedit
+
+        return diffedit(self, image, source_prompt, target_prompt, mask, **kwargs)
+
+    def tune_lora(self, image, prompt: str = "", **kwargs):
+        """Fine-tune a removable LoRA on ``image``; see :func:`sdedit_engine.lora_tuning.tune_lora`."""
+        from .lora_tuning import tune_lora
+
+        padded, _ = imaging.pad_to_multiple(imaging.to_tensor(image).float(), self.vae_scale_factor)
+        return tune_lora(self, padded, prompt, **kwargs)

@@ -92,14 +92,23 @@ def make_model_fn(unet, guidance_scale: float = 1.0, controlnet=None, control_im
 
     ``x_in`` is the VP sample at timestep ``t`` (float, shape (B,)). With CFG the UNet runs once on
     ``[uncond; cond]`` (the order diffusers uses) and returns ``u + g·(c − u)``.
+
+    Per-call overrides (e.g. SDE-Drag's schedules, passed through the engine's ``extra_args_fn``):
+    ``guidance_scale=g`` replaces the scale of this call (CFG needs ``uncond`` in the conditioning,
+    so encode the prompt with a scale != 1; g == 1 runs the conditional branch only), and
+    ``lora_scale=s`` replaces the LoRA scale given to the UNet for this call.
     """
+    default_scale, default_lora = guidance_scale, lora_scale
 
     def model_fn(x_in: torch.Tensor, t: torch.Tensor, *, encoder_hidden_states: torch.Tensor,
                  uncond: Optional[torch.Tensor] = None, pooled: Optional[torch.Tensor] = None,
                  uncond_pooled: Optional[torch.Tensor] = None, time_ids: Optional[torch.Tensor] = None,
-                 uncond_time_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+                 uncond_time_ids: Optional[torch.Tensor] = None, guidance_scale: Optional[float] = None,
+                 lora_scale: Optional[float] = None) -> torch.Tensor:
         dtype = unet.dtype
-        cfg = uncond is not None and guidance_scale != 1.0
+        g = default_scale if guidance_scale is None else float(guidance_scale)
+        lora = default_lora if lora_scale is None else float(lora_scale)
+        cfg = uncond is not None and g != 1.0
         x, ts, ehs = x_in.to(dtype), t, encoder_hidden_states
         added = None
         if pooled is not None:
@@ -120,11 +129,11 @@ def make_model_fn(unet, guidance_scale: float = 1.0, controlnet=None, control_im
             down, mid = controlnet(x, ts, encoder_hidden_states=ehs, controlnet_cond=ctrl.to(dtype),
                                    conditioning_scale=float(control_scale), added_cond_kwargs=added,
                                    return_dict=False)
-        out = unet(x, ts, encoder_hidden_states=ehs, added_cond_kwargs=added, cross_attention_kwargs=None if lora_scale is None else {"scale": float(lora_scale)},
+        out = unet(x, ts, encoder_hidden_states=ehs, added_cond_kwargs=added, cross_attention_kwargs=None if lora is None else {"scale": lora},
                    down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=False)[0]
         if cfg:
             u, c = out.float().chunk(2)
-            return u + guidance_scale * (c - u)
+            return u + g * (c - u)
         return out
 
     return model_fn
