@@ -5,6 +5,10 @@
     sdedit sweep GUIDE --t0 0.2,0.3,0.4 --model PATH -o OUTDIR     (grid.png, l2_vs_t0.png, sweep.csv)
     sdedit strokes PHOTO -o GUIDE                                    (the paper's stroke simulation)
     sdedit batch DIR --model PATH -o OUTDIR
+    sdedit drag IMAGE --points '[{"source":[x,y],"target":[x,y]}]' [--mask M] --model PATH -o OUT
+    sdedit dragbench DIR --model PATH -o OUTDIR                      (DragBench layout; contact sheets)
+    sdedit inpaint IMAGE --mask M --mode sde --model PATH -o OUT      (SDE inpainting; --mode ode: DDIM)
+    sdedit diffedit IMAGE --source-prompt … --target-prompt … --model PATH -o OUT   (DiffEdit-SDE)
     accelerate launch --num_processes N [--multi_gpu] -m sdedit_engine.cli batch DIR --model PATH -o OUTDIR
         (N processes split the folder: no duplicates, no gaps; on a CPU-only machine pass --multi_gpu
          so accelerate starts N processes, which then use the CPU)
@@ -163,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", required=True, help="output folder")
     _add_model_args(b)
     b.set_defaults(func=cmd_batch)
+
+    from .cli_drag import add_commands  # SDE-Drag, DragBench, SDE inpainting, DiffEdit-SDE
+
+    add_commands(sub)
     return p
 
 
