@@ -75,13 +75,15 @@ class TunedLoRA:
 
 
 def lora_scale_ramp(steps: int, scale_min: float = 0.5) -> list[float]:
-    """The paper's LoRA weight per reverse step (step 0 starts at t0): cosine from ``scale_min`` at t0
-    to 1 near t = 0 (``lam = 1 − (1 − min)·(1 − cos(π·u))/2`` with ``u`` = 1 at t0, 0 at the end)."""
+    """The paper's LoRA weight per reverse step (step 0 starts at t0), indexed like
+    :func:`~sdedit_engine.drag.guidance_ramp`: ``lam(n) = 1 − (1 − min)·(1 − cos(π·n/L))/2`` with
+    ``n = steps − i`` and ``L = steps − 1``, i.e. about ``scale_min`` at t0 and about 1 near t = 0."""
     n = int(steps)
     if n < 1:
         raise ValueError(f"steps must be >= 1, got {steps!r}")
-    us = [1.0] if n == 1 else [(n - 1 - i) / (n - 1) for i in range(n)]
-    return [1.0 - (1.0 - scale_min) * (1.0 - math.cos(math.pi * u)) / 2.0 for u in us]
+    if n == 1:
+        return [float(scale_min)]
+    return [1.0 - (1.0 - scale_min) * (1.0 - math.cos(math.pi * (n - i) / (n - 1))) / 2.0 for i in range(n)]
 
 
 def _active_adapters(unet) -> list[str]:
