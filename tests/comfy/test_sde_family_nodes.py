@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
+import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ import pytest
 from tests.comfy import harness
 from tests.comfy.conftest import CKPT
 
+REPO = Path(__file__).resolve().parents[2]
 H = W = 64
 STEPS = 6
 BG = 90
@@ -197,26 +201,27 @@ def test_after_bad_points_the_server_still_drags(comfy_server):
 
 
 # -- SDE inpainting ---------------------------------------------------------------------------------------
-def test_cycle_inpaint_sde_and_ode_fill_the_mask_and_keep_the_rest(comfy_server):
+def test_cycle_inpaint_sde_and_ode_fill_the_mask_keep_the_rest_and_ode_is_reproducible(comfy_server):
     inside = box_mask(box=(8, 16, 32, 48))[..., 0] > 0
     results = {}
-    for mode in ("sde", "ode"):
-        out = comfy_server.run(inpaint_prompt(comfy_server, mode, seed=1, prefix=f"inpaint_{mode}"))
+    for mode, tag in (("sde", "a"), ("ode", "a"), ("ode", "b")):  # each run uploads its own files: no cache hit
+        out = comfy_server.run(inpaint_prompt(comfy_server, mode, seed=1, prefix=f"inpaint_{mode}_{tag}"))
         result, original = image_of(out), image_of(out, "save_in")
         assert result.shape == (H, W, 3)
         assert np.array_equal(result[~inside], original[~inside]), mode
         assert np.abs(result[inside].astype(int) - original[inside]).mean() > 3, mode
-        results[mode] = result
-    assert not np.array_equal(results["sde"], results["ode"])
+        results[mode, tag] = result
+    assert not np.array_equal(results["sde", "a"], results["ode", "a"])
+    assert np.array_equal(results["ode", "a"], results["ode", "b"])  # DDIM: no noise after the start
 
 
-def test_cycle_inpaint_is_reproducible_and_only_sde_adds_noise_per_step(comfy_server):
-    def run(mode, seed, tag):
-        return image_of(comfy_server.run(inpaint_prompt(comfy_server, mode, seed=seed, prefix=f"inpaint_{mode}_{seed}_{tag}")))
+def test_cycle_inpaint_sde_is_seeded(comfy_server):
+    def run(seed, tag):
+        return image_of(comfy_server.run(inpaint_prompt(comfy_server, "sde", seed=seed, prefix=f"inpaint_sde_{seed}_{tag}")))
 
-    for mode in ("sde", "ode"):
-        assert np.array_equal(run(mode, 3, "a"), run(mode, 3, "b")), mode
-    assert not np.array_equal(run("sde", 3, "c"), run("sde", 4, "c"))
+    first = run(3, "a")
+    assert np.array_equal(first, run(3, "b"))
+    assert not np.array_equal(first, run(4, "a"))
 
 
 # -- DiffEdit-SDE image-to-image --------------------------------------------------------------------------
@@ -241,3 +246,58 @@ def test_image_to_image_with_the_automatic_mask(comfy_server, mode):
     if mask.all():
         return
     assert np.abs(result[mask].astype(int) - original[mask]).mean() > 1
+
+
+# -- the shipped workflows, through the real frontend (test_workflows.py checks their format) ---------------
+def _workflow(name: str) -> dict:
+    return json.loads((REPO / "workflows" / f"{name}.json").read_text())
+
+
+def _ids(wf: dict, node_type: str) -> list[str]:
+    return [str(n["id"]) for n in wf["nodes"] if n["type"] == node_type]
+
+
+def _ui_replacements(wf: dict, image_name: str, tag: str, **per_type) -> dict:
+    repl = {"CheckpointLoaderSimple": {"ckpt_name": CKPT}, _ids(wf, "LoadImage")[0]: {"image": image_name}}
+    for nid in _ids(wf, "SaveImage"):
+        repl[nid] = {"filename_prefix": f"test_wf/{tag}_{uuid.uuid4().hex[:8]}"}
+    repl.update(per_type)
+    return repl
+
+
+def test_sde_inpaint_workflow_runs_both_modes_and_keeps_the_rest(comfy_server, run_ui):
+    wf = _workflow("sde_inpaint")
+    assert sorted(n["widgets_values"][2] for n in wf["nodes"] if n["type"] == "SDEditCycleInpaint") == ["ode", "sde"]
+    rgba = np.concatenate([block_image(), np.full((H, W, 1), 255, np.uint8)], -1)
+    rgba[16:40, 8:32, 3] = 0  # what the Mask Editor saves: transparent = the area to fill (MASK = 1)
+    name = comfy_server.upload_image(rgba, "wf_inpaint_rgba.png")
+    entry = run_ui(copy.deepcopy(wf), _ui_replacements(wf, name, "sde_inpaint", SDEditCycleInpaint={"steps": 3}))
+    prompt = entry["prompt"][2]
+    assert sorted(v["class_type"] for v in prompt.values()) == sorted(
+        n["type"] for n in wf["nodes"] if n["type"] != "Note")
+    images = comfy_server.output_images(entry)
+    sde, ode = (images[nid][0] for nid in _ids(wf, "SaveImage"))
+    far = np.ones((H, W), bool)
+    far[16 - 12:40 + 12, 0:32 + 12] = False  # mask_grow 4 + feather 4 (3 sigma = 6 px) and some slack
+    for out in (sde, ode):
+        assert out.shape == (H, W, 3)
+        changed = np.abs(out.astype(int) - block_image()).max(-1) > 0
+        assert not (changed & far).any(), np.argwhere(changed & far)[[0, -1]]
+        assert np.abs(out[16:40, 8:32].astype(int) - block_image()[16:40, 8:32]).mean() > 3
+    assert not np.array_equal(sde, ode)
+
+
+def test_diffedit_sde_workflow_runs_with_the_automatic_mask(comfy_server, run_ui):
+    wf = _workflow("diffedit_sde")
+    edit = next(n for n in wf["nodes"] if n["type"] == "SDEditImageToImage")
+    assert next(i for i in edit["inputs"] if i["name"] == "mask")["link"] is None  # shipped: automatic mask
+    name = comfy_server.upload_image(block_image(), "wf_diffedit.png")
+    entry = run_ui(copy.deepcopy(wf), _ui_replacements(wf, name, "diffedit", SDEditImageToImage={"steps": 3}))
+    prompt = entry["prompt"][2]
+    assert prompt[str(edit["id"])]["inputs"]["mode"] == "sde" and "mask" not in prompt[str(edit["id"])]["inputs"]
+    images = comfy_server.output_images(entry)
+    result = images[_ids(wf, "SaveImage")[0]][0]
+    mask = images[_ids(wf, "PreviewImage")[0]][0][..., 0] > 127
+    assert result.shape == (H, W, 3) and mask.shape == (H, W)
+    assert mask.any(), "the automatic mask is empty"
+    assert np.array_equal(result[~mask], block_image()[~mask])
