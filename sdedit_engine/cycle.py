@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .noise import NoiseSource, normalize_seeds
-from .samplers import Callback, SamplingCancelled, StepInfo, _sigma_batch
+from .samplers import Callback, SamplingCancelled, StepInfo, _sigma_batch, ancestral_mean, ancestral_std
 from .schedules import check_steps, check_t0
 from .validation import check_finite_tensor, check_mask
 
@@ -76,14 +76,6 @@ def _step_args(extra_args: Optional[dict], extra_args_fn: Optional[ExtraArgsFn],
     return args
 
 
-def _step_mean(d: torch.Tensor, z: torch.Tensor, s: float, s_next: float) -> torch.Tensor:
-    return d + (s_next / s) ** 2 * (z - d)
-
-
-def _step_std(s: float, s_next: float) -> float:
-    return (s_next / s) * math.sqrt(s * s - s_next * s_next)
-
-
 def forward_noise(x0: torch.Tensor, sigmas, seed: int | Sequence[int] = 0, stream: str = "cycle/forward") -> list[torch.Tensor]:
     """Forward-noise the clean latent up the levels with fresh noise; returns states aligned with ``sigmas``."""
     levels = _check_levels(sigmas)
@@ -116,7 +108,7 @@ def cycle_encode(
         d = denoiser(states[i], _sigma_batch(x0, s), **_step_args(extra_args, extra_args_fn, i))
         if callback is not None and callback(StepInfo(i, len(levels) - 1, states[i], d, s, s_next)):
             raise SamplingCancelled(f"Cycle-SDE recording cancelled at step {i + 1}/{len(levels) - 1}")
-        noises.append((states[i + 1] - _step_mean(d, states[i], s, s_next)) / _step_std(s, s_next))
+        noises.append((states[i + 1] - ancestral_mean(d, states[i], s, s_next)) / ancestral_std(s, s_next))
     return CycleTrajectory(levels, states, noises)
 
 
@@ -149,7 +141,7 @@ def cycle_decode(
         w = trajectory.noises[i]
         if fresh_noise_in_mask is not None and mask is not None:
             w = mask * fresh_noise_in_mask() + (1 - mask) * w
-        z = _step_mean(d, z, s, s_next) + _step_std(s, s_next) * w
+        z = ancestral_mean(d, z, s, s_next) + ancestral_std(s, s_next) * w
         if mask is not None:
             z = torch.where(mask > 0, mask * z + (1 - mask) * trajectory.states[i + 1], trajectory.states[i + 1])
     return z

@@ -89,33 +89,40 @@ class _Stepper:
             raise SamplingCancelled(f"sampling cancelled at step {i + 1}/{self.total}")
 
 
-def sample_ddpm(denoiser, x, sigmas, *, noise_sampler=None, callback=None, extra_args=None):
-    """Ancestral (DDPM, η = 1) sampling: draw x_s from the posterior q(x_s | x_t, x0 = D)."""
+def ancestral_mean(d: torch.Tensor, x: torch.Tensor, s: float, s_next: float) -> torch.Tensor:
+    """Mean of the posterior q(x_s | x_t, x0 = D): ``D + (σ_s/σ_t)²(x_t − D)`` (shared by ddpm, EM, Cycle-SDE)."""
+    return d + (s_next / s) ** 2 * (x - d)
+
+
+def ancestral_std(s: float, s_next: float) -> float:
+    """Std of that posterior: ``(σ_s/σ_t)·sqrt(σ_t² − σ_s²)``."""
+    return (s_next / s) * math.sqrt(s * s - s_next * s_next)
+
+
+def euler_maruyama_std(s: float, s_next: float) -> float:
+    """Noise of the paper's Euler–Maruyama step: ``sqrt(σ_t² − σ_s²)`` (larger by σ_t/σ_s)."""
+    return math.sqrt(s * s - s_next * s_next)
+
+
+def _first_order_sde(noise_std, denoiser, x, sigmas, noise_sampler, callback, extra_args):
+    """x_s = posterior mean + noise_std(σ_t, σ_s)·z; a step to σ = 0 returns D."""
     run = _Stepper(denoiser, x, sigmas, callback, extra_args)
     noise = _default_noise(x, noise_sampler)
     for i, s, s_next in run.steps():
         d = run.denoise(x, s)
         run.report(i, x, d, s, s_next)
-        if s_next == 0:
-            x = d
-            continue
-        ratio = s_next / s
-        x = d + ratio**2 * (x - d) + ratio * math.sqrt(s * s - s_next * s_next) * noise(s, s_next)
+        x = d if s_next == 0 else ancestral_mean(d, x, s, s_next) + noise_std(s, s_next) * noise(s, s_next)
     return x
+
+
+def sample_ddpm(denoiser, x, sigmas, *, noise_sampler=None, callback=None, extra_args=None):
+    """Ancestral (DDPM, η = 1) sampling: draw x_s from the posterior q(x_s | x_t, x0 = D)."""
+    return _first_order_sde(ancestral_std, denoiser, x, sigmas, noise_sampler, callback, extra_args)
 
 
 def sample_euler_maruyama(denoiser, x, sigmas, *, noise_sampler=None, callback=None, extra_args=None):
     """The paper's Euler–Maruyama step of the reverse VE-SDE (Algorithm 1), score = (D − x)/σ²."""
-    run = _Stepper(denoiser, x, sigmas, callback, extra_args)
-    noise = _default_noise(x, noise_sampler)
-    for i, s, s_next in run.steps():
-        d = run.denoise(x, s)
-        run.report(i, x, d, s, s_next)
-        if s_next == 0:
-            x = d
-            continue
-        x = d + (s_next / s) ** 2 * (x - d) + math.sqrt(s * s - s_next * s_next) * noise(s, s_next)
-    return x
+    return _first_order_sde(euler_maruyama_std, denoiser, x, sigmas, noise_sampler, callback, extra_args)
 
 
 def sample_dpmpp_2m_sde(denoiser, x, sigmas, *, noise_sampler=None, callback=None, extra_args=None):
