@@ -17,6 +17,7 @@ The base weights never change, so removing the adapter restores the original out
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -146,13 +147,10 @@ def tune_lora(pipe, image, prompt: str = "", *, steps: int = 100, rank: int = 16
     cond = encode_text(pipe.pipe, prompt, None, 1, 1.0, device, height=image.shape[-2], width=image.shape[-1])
     args = cond.as_extra_args()
     model_fn = make_model_fn(unet, 1.0)
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    with torch.no_grad():
-        posterior = vae.encode((image * 2 - 1).to(device, pipe._vae_dtype())).latent_dist
-    abar = torch.as_tensor(pipe.pipe.scheduler.alphas_cumprod, dtype=torch.float32).to(device)
-    num_t = abar.numel()
+    posterior = _posterior(pipe, image)
 
-    with torch.random.fork_rng(devices=[]):  # seeded LoRA initialisation (kaiming A, zero B)
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # seeded init (kaiming A, zero B)
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")  # a loaded LoRA: intended
         torch.manual_seed(int(seed))
         unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True,
                                     target_modules=list(TARGET_MODULES)), adapter_name=adapter_name)
@@ -169,18 +167,12 @@ def tune_lora(pipe, image, prompt: str = "", *, steps: int = 100, rank: int = 16
     for p in params:  # train in float32 even when the UNet is half precision
         p.data = p.data.float()
     opt = torch.optim.AdamW(params, lr=learning_rate, betas=tuple(betas), weight_decay=weight_decay, eps=1e-8)
-    gen = torch.Generator().manual_seed(int(seed))
+    draws = _draws(pipe, posterior, seed)
     was_training = unet.training
     unet.train()
     try:
         for step in range(steps):
-            with torch.no_grad():
-                x0 = ((posterior.sample(generator=gen).float() - shift) * vae.config.scaling_factor)
-                t = torch.randint(0, num_t, (1,), generator=gen).to(device)
-                noise = torch.randn(x0.shape, generator=gen).to(device)
-                a = abar[t].reshape(-1, 1, 1, 1)
-                xt = a.sqrt() * x0 + (1 - a).sqrt() * noise  # DDPMScheduler.add_noise
-                target = noise if pipe.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+            xt, t, target = next(draws)
             with torch.enable_grad(), \
                     torch.autocast(device.type, enabled=device.type == "cuda" and unet.dtype != torch.float32):
                 pred = model_fn(xt, t.float(), **args)
@@ -201,3 +193,43 @@ def tune_lora(pipe, image, prompt: str = "", *, steps: int = 100, rank: int = 16
     for p in params:
         p.requires_grad_(False)
     return tuned
+
+
+def _posterior(pipe, image: torch.Tensor):
+    with torch.no_grad():
+        return pipe.vae.encode((image * 2 - 1).to(pipe.device, pipe._vae_dtype())).latent_dist
+
+
+def _draws(pipe, posterior, seed: int):
+    """The seeded training batches: (x_t, t, target) with a fresh VAE sample, t ~ U{0..T-1} and DDPM noise."""
+    vae, device = pipe.vae, pipe.device
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    abar = torch.as_tensor(pipe.pipe.scheduler.alphas_cumprod, dtype=torch.float32).to(device)
+    gen = torch.Generator().manual_seed(int(seed))
+    while True:
+        with torch.no_grad():
+            x0 = (posterior.sample(generator=gen).float() - shift) * vae.config.scaling_factor
+            t = torch.randint(0, abar.numel(), (1,), generator=gen).to(device)
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            a = abar[t].reshape(-1, 1, 1, 1)
+            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise  # DDPMScheduler.add_noise
+            target = noise if pipe.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+        yield xt, t, target
+
+
+@torch.no_grad()
+def tuning_losses(pipe, image, prompt: str = "", *, steps: int = 100, seed: int = 0) -> list[float]:
+    """The current UNet's loss on exactly the batches :func:`tune_lora` (same ``seed``) trains on;
+    before vs after tuning it measures the fit to the image."""
+    from .text import encode_text, make_model_fn
+
+    image = torch.as_tensor(image).float()
+    args = encode_text(pipe.pipe, prompt, None, 1, 1.0, pipe.device, height=image.shape[-2],
+                       width=image.shape[-1]).as_extra_args()
+    model_fn = make_model_fn(pipe.unet, 1.0)
+    draws = _draws(pipe, _posterior(pipe, image), seed)
+    out = []
+    for _ in range(int(steps)):
+        xt, t, target = next(draws)
+        out.append(float(torch.nn.functional.mse_loss(model_fn(xt, t.float(), **args).float(), target.float())))
+    return out
