@@ -282,7 +282,7 @@ class PointEditor {
     ctx.imageSmoothingEnabled = f.s < 1;
     ctx.drawImage(this.img, f.ox, f.oy, f.iw * f.s, f.ih * f.s);
     const r = Math.max(3, Math.min(6, f.s * 2));
-    this.pairs.forEach((p) => this.arrow(ctx, this.toCanvas(p.source), this.toCanvas(p.target)));
+    this.pairs.forEach((p) => this.arrow(ctx, this.toCanvas(p.source), this.toCanvas(p.target), r));
     this.pairs.forEach((p, i) => {
       this.dot(ctx, this.toCanvas(p.source), r, COLOR.source, String(i + 1));
       this.dot(ctx, this.toCanvas(p.target), r, COLOR.target);
@@ -309,8 +309,10 @@ class PointEditor {
     }
   }
 
-  arrow(ctx, [x0, y0], [x1, y1]) {
-    const a = Math.atan2(y1 - y0, x1 - x0), head = 8;
+  // Arrow from source to target, its head just outside the target dot (radius r).
+  arrow(ctx, [x0, y0], [tx, ty], r) {
+    const a = Math.atan2(ty - y0, tx - x0), head = 8;
+    const x1 = tx - (r + 1) * Math.cos(a), y1 = ty - (r + 1) * Math.sin(a);
     ctx.strokeStyle = COLOR.arrow;
     ctx.fillStyle = COLOR.arrow;
     ctx.lineWidth = 2;

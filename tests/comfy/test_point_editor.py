@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -73,7 +74,7 @@ class Editor:
         self.page.wait_for(f"(() => {{ const e = {EDITOR}; window.app.canvas.setDirty(true, true);"
                            f" window.app.canvas.draw(true, true);"
                            f" return !!(e && e.img && e.img.naturalWidth === {w} && e.img.naturalHeight === {h}); }})()",
-                           timeout=30)
+                           timeout=90)
         self.size = (w, h)
 
     def close_dialogs(self):
@@ -92,7 +93,11 @@ class Editor:
         self.js(f"{EDITOR}.draw(), true")
 
     def client_xy(self, x: float, y: float) -> tuple[float, float]:
-        """Screen position of the centre of image pixel (x, y), from the on-screen rectangle."""
+        """Screen position of the centre of image pixel (x, y), from the on-screen rectangle (read
+        again each time: a banner or toast may shift the page)."""
+        self.rect = self.js(f"(() => {{ const c = {EDITOR}.canvas, r = c.getBoundingClientRect();"
+                            " return {left: r.left, top: r.top, width: r.width, height: r.height,"
+                            " cw: c.clientWidth, ch: c.clientHeight}; })()")
         r, (w, h) = self.rect, self.size
         s = min(r["cw"] / w, r["ch"] / h)
         ox, oy = (r["cw"] - w * s) / 2, (r["ch"] - h * s) / 2
@@ -147,6 +152,13 @@ def _image(w: int, h: int) -> np.ndarray:
 
 def _id_of(wf: dict, node_type: str) -> str:
     return str(next(n["id"] for n in wf["nodes"] if n["type"] == node_type))
+
+
+def test_the_editor_and_its_help_page_are_served(comfy_server):
+    js = comfy_server.get_bytes("/extensions/comfyui-sdedit/sdedit_points.js").decode()
+    assert "registerExtension" in js and "SDEditDrag" in js
+    doc = comfy_server.get_bytes("/extensions/comfyui-sdedit/docs/SDEditDrag.md").decode()
+    assert doc.startswith("# SDE-Drag")
 
 
 @pytest.fixture
@@ -204,6 +216,8 @@ def test_clicks_and_drags_write_the_points_and_the_workflow_runs(comfy_server, f
     assert ed.points()[-1] == {"source": [33, 12], "target": [40, 12]}
     ed.press_button("undo")  # Undo removes the last pair
     assert ed.points() == [{"source": [12, 30], "target": [50, 40]}]
+    if os.environ.get("SDEDIT_SCREENSHOTS"):  # to look at the editor: a folder for the screenshot
+        frontend.page.screenshot(Path(os.environ["SDEDIT_SCREENSHOTS"]) / "point_editor.png")
 
     # the graph saves the JSON in `points` only (the editor widget is not serialised) ...
     saved = ed.js("window.app.graphToPrompt().then(p => p.workflow)")
