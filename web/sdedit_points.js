@@ -74,7 +74,7 @@ function upstreamImageUrl(node) {
     const img = up.imgs?.[up.imageIndex ?? 0];
     if (img?.src) return img.src; // e.g. a node that has run and shows its output
     cur = up;
-    slot = up.inputs?.findIndex((i) => i.type === "IMAGE") ?? -1;
+    slot = up.inputs?.findIndex((i) => i.type === "IMAGE" || i.type === "*") ?? -1; // "*": a Reroute node
   }
   return null;
 }
@@ -110,6 +110,14 @@ class PointEditor {
     c.addEventListener("contextmenu", (e) => this.onContextMenu(e));
     this.resizeObserver = new ResizeObserver(() => this.draw());
     this.resizeObserver.observe(c);
+    // Redraws of the litegraph canvas call tick(); this timer covers renderers that do not
+    // (e.g. the Vue node renderer) and images that change while the canvas is idle.
+    this.timer = setInterval(() => { if (this.element.isConnected) this.tick(); }, 500);
+  }
+
+  dispose() {
+    this.resizeObserver.disconnect();
+    clearInterval(this.timer);
   }
 
   button(label, onClick) {
@@ -123,13 +131,16 @@ class PointEditor {
 
   // Called on every canvas redraw of the node: picks up a new image or a new `points` value.
   tick() {
+    if (!this.node.graph) return; // removed, or not added yet
     const url = upstreamImageUrl(this.node);
     if (url !== this.url) {
       this.url = url;
       this.img = null;
+      this.failed = false;
       if (url) {
         const img = new Image();
         img.onload = () => { if (this.url === url) { this.img = img; this.draw(); } };
+        img.onerror = () => { if (this.url === url) { this.failed = true; this.draw(); } };
         img.src = url;
       }
       this.draw();
@@ -275,7 +286,9 @@ class PointEditor {
       ctx.fillStyle = "#888";
       ctx.font = "12px sans-serif";
       ctx.textAlign = "center";
-      ctx.fillText(this.url ? "loading image…" : "connect an image (Load Image) to place points", cw / 2, ch / 2);
+      const msg = !this.url ? "connect an image (Load Image) to place points"
+        : this.failed ? "cannot load the input image" : "loading image…";
+      ctx.fillText(msg, cw / 2, ch / 2);
       this.status.textContent = `${n} pair${n === 1 ? "" : "s"}`;
       return;
     }
@@ -349,7 +362,7 @@ app.registerExtension({
       });
       widget.serialize = false; // not in the workflow's widgets_values either
       const onRemove = widget.onRemove;
-      widget.onRemove = function () { editor.resizeObserver.disconnect(); return onRemove?.apply(this, arguments); };
+      widget.onRemove = function () { editor.dispose(); return onRemove?.apply(this, arguments); };
       this.sdeditPointEditor = editor;
       const [w, h] = this.computeSize();
       this.setSize([Math.max(this.size[0], 340), Math.max(this.size[1], h)]);

@@ -33,7 +33,7 @@ NODE = "(window.app.graph._nodes || window.app.graph.nodes).find(n => n.type ===
 # (position and CSS scale) on its next redraw, so iterate a few frames.
 _FOCUS_JS = r"""
 (async (scale) => {
-  const app = window.app, node = %s, ed = node.sdeditPointEditor;
+  const app = window.app, node = __NODE__, ed = node.sdeditPointEditor;
   const frame = () => new Promise(r => requestAnimationFrame(() => r()));
   app.canvas.ds.scale = scale;
   app.canvas.ds.offset = [-node.pos[0] + 300 / scale, -node.pos[1] + 40 / scale];
@@ -56,7 +56,7 @@ _FOCUS_JS = r"""
   const c = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
   throw new Error('editor canvas not on screen: ' + JSON.stringify(r) + ' covered by ' + (c && c.outerHTML.slice(0, 200)));
 })
-""" % NODE
+""".replace("__NODE__", NODE)
 
 
 class Editor:

@@ -118,8 +118,10 @@ def test_sde_family_nodes_are_registered_and_documented(comfy_server):
 
 # -- SDE-Drag ------------------------------------------------------------------------------------------
 def test_drag_moves_the_block_toward_the_target(comfy_server):
-    out = comfy_server.run(drag_prompt(comfy_server, seed=1, prefix="drag_move"))
-    result, original = image_of(out).astype(float), image_of(out, "save_in").astype(float)
+    pid = comfy_server.queue_prompt(drag_prompt(comfy_server, seed=1, prefix="drag_move"))
+    images = comfy_server.output_images(comfy_server.wait(pid))
+    assert comfy_server.preview_frames(pid), "no latent previews were sent while dragging"
+    result, original = images["save"][0].astype(float), images["save_in"][0].astype(float)
     assert result.shape == (H, W, 3)
     block = np.array((250, 230, 60), float)
     before = np.linalg.norm(_mean(original, TARGET_AREA) - block)
@@ -151,27 +153,22 @@ def test_drag_mask_confines_the_change_and_keeps_other_pixels_bit_identical(comf
 
 
 def test_drag_reports_progress_and_interrupt_stops_it_then_the_next_prompt_runs(comfy_server):
-    # a short run: progress counts every model call of every drag iteration (2 x steps x iterations)
-    pid = comfy_server.queue_prompt(drag_prompt(comfy_server, seed=4, prefix="drag_progress", step_size=1.0))
-    comfy_server.wait(pid)
-    events = [e for e in comfy_server.progress_events(pid) if e.data.get("node") == "node"]
-    assert events, "no progress events from SDEditDrag"
-    assert {e.data["max"] for e in events} == {2 * STEPS * 3}  # 3 latent cells at 1 cell per iteration
-    assert events[-1].data["value"] == 2 * STEPS * 3
-    # a long one: interrupt mid-drag
-    big = block_image(256, 256)
-    p = drag_prompt(comfy_server, image=big, seed=5, prefix="drag_long", steps=300, t0=0.9, step_size=1.0,
-                    points=[{"source": [20, 32], "target": [200, 32]}])
+    # 13 latent cells at 1 cell per iteration: 13 iterations of 2 x 300 model calls, all counted
+    total = 2 * 300 * 13
+    p = drag_prompt(comfy_server, image=block_image(128, 128), seed=5, prefix="drag_long", steps=300, t0=0.9,
+                    step_size=1.0, points=[{"source": [20, 32], "target": [120, 32]}])
     pid = comfy_server.queue_prompt(p)
     comfy_server.ws.wait_for(lambda e: e.type == "progress" and e.data.get("prompt_id") == pid
-                             and e.data.get("node") == "node" and e.data.get("value", 0) >= 2, timeout=180)
+                             and e.data.get("node") == "node" and e.data.get("value", 0) >= 3, timeout=180)
     started = time.monotonic()
     comfy_server.interrupt()
     with pytest.raises(harness.ComfyInterrupted):
         comfy_server.wait(pid, timeout=60)
     assert time.monotonic() - started < 30
-    done = max(e.data["value"] for e in comfy_server.progress_events(pid) if e.data.get("node") == "node")
-    assert done < 2 * 300 * 22
+    events = [e for e in comfy_server.progress_events(pid) if e.data.get("node") == "node"]
+    assert {e.data["max"] for e in events} == {total}
+    values = [e.data["value"] for e in events]
+    assert values == sorted(values) and 3 <= values[-1] < total
     out = comfy_server.run(drag_prompt(comfy_server, seed=6, prefix="drag_after_interrupt"))
     assert image_of(out).shape == (H, W, 3)
 
