@@ -168,18 +168,21 @@ def tune_lora(pipe, image, prompt: str = "", *, steps: int = 100, rank: int = 16
         p.data = p.data.float()
     opt = torch.optim.AdamW(params, lr=learning_rate, betas=tuple(betas), weight_decay=weight_decay, eps=1e-8)
     draws = _draws(pipe, posterior, seed)
+    # half-precision UNet (CUDA): mixed precision with loss scaling, as the paper's accelerate fp16 setup
+    amp = device.type == "cuda" and unet.dtype in (torch.float16, torch.bfloat16)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and unet.dtype == torch.float16)
     was_training = unet.training
     unet.train()
     try:
         for step in range(steps):
             xt, t, target = next(draws)
-            with torch.enable_grad(), \
-                    torch.autocast(device.type, enabled=device.type == "cuda" and unet.dtype != torch.float32):
+            with torch.enable_grad(), torch.autocast(device.type, dtype=unet.dtype, enabled=amp):
                 pred = model_fn(xt, t.float(), **args)
                 loss = torch.nn.functional.mse_loss(pred.float(), target.float())
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-            opt.step()
+                scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             tuned.losses.append(float(loss.detach()))
             if callback is not None and callback(step + 1, steps, tuned.losses[-1]):
                 raise SamplingCancelled(f"LoRA fine-tuning cancelled at step {step + 1}/{steps}")
