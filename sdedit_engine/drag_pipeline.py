@@ -45,7 +45,7 @@ class EditOutput:
 
 class _Counting:
     def __init__(self, denoiser):
-        self.denoiser, self.schedule, self.calls, self.kwargs = denoiser, denoiser.schedule, 0, []
+        self.denoiser, self.schedule, self.calls = denoiser, denoiser.schedule, 0
 
     def __call__(self, x, sigma, **cond):
         self.calls += 1

@@ -136,7 +136,7 @@ def tune_lora(pipe, image, prompt: str = "", *, steps: int = 100, rank: int = 16
         raise ValueError(f"LoRA steps must be an integer >= 1, got {steps!r}")
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"LoRA rank must be an integer >= 1, got {rank!r}")
-    unet, vae, device = pipe.unet, pipe.vae, pipe.device
+    unet, device = pipe.unet, pipe.device
     image = torch.as_tensor(image).float()
     if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
         raise ValueError(f"LoRA tuning needs one RGB image (1,3,H,W), got shape {tuple(image.shape)}")
