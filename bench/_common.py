@@ -8,6 +8,13 @@ import statistics
 import sys
 from pathlib import Path
 
+# One torch/OpenMP thread by default: on a shared, oversubscribed CPU (other jobs running) OpenMP's worker
+# threads spin against each other and a 2-thread run was measured 30x slower than a 1-thread run (tiny UNet
+# call: 1.8 s vs 0.06 s). Set OMP_NUM_THREADS yourself to benchmark with more threads. Set before torch is
+# imported (every bench script imports this module first); the ComfyUI server inherits it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -18,6 +18,13 @@ the median of per-round ratios.
 
 from __future__ import annotations
 
+import os  # noqa: F401
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
+
 import argparse
 import sys
 import time
@@ -27,7 +34,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
 from sdedit_engine import DiscreteSchedule  # noqa: E402
 from sdedit_engine.analytic import GaussianMixturePrior  # noqa: E402
 from sdedit_engine.cycle import cycle_reconstruct, cycle_sigmas  # noqa: E402

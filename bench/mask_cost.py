@@ -15,6 +15,13 @@ area (a lower bound: attention grows with its square) — labelled as extrapolat
 
 from __future__ import annotations
 
+import os  # noqa: F401
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
+
 import argparse
 import cProfile
 import io
@@ -27,7 +34,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
 from tests.comfy import harness  # noqa: E402
 
 REGION = 512

@@ -18,6 +18,13 @@ cached in both). Runs are interleaved A, B, B, A, … and timed by the server's 
 
 from __future__ import annotations
 
+import os  # noqa: F401
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
+
 import argparse
 import cProfile
 import io
@@ -31,7 +38,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
 from tests.comfy import harness  # noqa: E402
 
 T0 = 0.5

@@ -14,6 +14,13 @@ float tensor out. Interleaved A, B, B, A, …; ratio = median of per-pair ratios
 
 from __future__ import annotations
 
+import os  # noqa: F401
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
+
 import argparse
 import cProfile
 import io
@@ -26,7 +33,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
 
 
 def load(model: str | None):
