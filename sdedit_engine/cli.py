@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_drag import add_commands  # SDE-Drag, DragBench, SDE inpainting, DiffEdit-SDE
 
     add_commands(sub)
+    d = sub.add_parser("demo", help="model-free demo on the analytic prior (t0 trade-off, samplers vs the exact SDEdit)")
+    d.add_argument("--samples", type=_positive_int, default=1000, help="SDEdit outputs per setting")
+    d.set_defaults(func=cmd_demo)
     return p
 
 
@@ -403,6 +406,12 @@ def cmd_batch(args) -> int:
 
 
 # --------------------------------------------------------------------------- entry point
+def cmd_demo(args) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(["--samples", str(args.samples)])
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     debug = os.environ.get("SDEDIT_DEBUG", "") not in ("", "0")

@@ -268,3 +268,9 @@ def test_batch_records_bad_files_and_continues(tmp_path, files, capsys):
 
     recs = {r["input"]: r for r in map(json.loads, (out / "manifest-rank0.jsonl").read_text().splitlines())}
     assert "cannot read image" in recs["b.png"]["error"] and recs["c.png"]["output"] == "c.png"
+
+
+def test_demo_runs_without_a_model(capsys):
+    assert main(["demo", "--samples", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "Realism vs faithfulness" in out and "dpmpp_2m_sde" in out
