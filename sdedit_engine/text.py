@@ -99,13 +99,16 @@ def make_model_fn(unet, guidance_scale: float = 1.0, controlnet=None, control_im
     ``lora_scale=s`` replaces the LoRA scale given to the UNet for this call.
     """
     default_scale, default_lora = guidance_scale, lora_scale
+    # read once: diffusers' ModelMixin.dtype walks every submodule (1.6-5.5 ms a call on CPU, ~11% of
+    # the whole run on the tiny test UNet; BENCHMARKS.md §1b). make_denoiser builds a model_fn per
+    # pipeline call, so a later .to(dtype) is still honoured.
+    dtype = unet.dtype
 
     def model_fn(x_in: torch.Tensor, t: torch.Tensor, *, encoder_hidden_states: torch.Tensor,
                  uncond: Optional[torch.Tensor] = None, pooled: Optional[torch.Tensor] = None,
                  uncond_pooled: Optional[torch.Tensor] = None, time_ids: Optional[torch.Tensor] = None,
                  uncond_time_ids: Optional[torch.Tensor] = None, guidance_scale: Optional[float] = None,
                  lora_scale: Optional[float] = None) -> torch.Tensor:
-        dtype = unet.dtype
         g = default_scale if guidance_scale is None else float(guidance_scale)
         lora = default_lora if lora_scale is None else float(lora_scale)
         cfg = uncond is not None and g != 1.0
