@@ -237,7 +237,9 @@ def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
         return mask
     k = 2 * abs(int(pixels)) + 1
     m = mask if pixels > 0 else 1.0 - mask
-    m = F.max_pool2d(F.pad(m, (k // 2,) * 4, mode="replicate"), k, stride=1)
+    m = F.pad(m, (k // 2,) * 4, mode="replicate")
+    # a square max filter is a row max then a column max: same result, O(k) instead of O(k²) per pixel
+    m = F.max_pool2d(F.max_pool2d(m, (1, k), stride=1), (k, 1), stride=1)
     return m if pixels > 0 else 1.0 - m
 
 

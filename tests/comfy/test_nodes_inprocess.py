@@ -126,3 +126,17 @@ def test_stroke_guide_treats_an_all_zero_mask_as_no_mask(comfy):
     strokes[:, 4:8, 4:8] = 1.0
     guide, mask = comfy["guides"].SDEditStrokeGuide.execute(base, strokes, grow=0, threshold=0.02, stroke_mask=torch.zeros(1, 64, 64)).args
     assert int(mask.sum()) == 16 and torch.equal(guide, strokes)
+
+
+def test_windowed_mask_grow_and_feather_matches_the_whole_image(comfy):
+    from comfyui_sdedit.nodes.editing import _grow_and_feather
+    from comfyui_sdedit.sdedit_engine import imaging
+
+    m = torch.zeros(1, 1, 300, 400)
+    m[..., 100:140, 250:330] = 1.0
+    m[..., 120:125, 200:210] = 0.4
+    for grow, feather in ((0, 0.0), (8, 8.0), (20, 3.0)):
+        full = imaging.feather_mask(imaging.grow_mask(m, grow), feather)
+        win = _grow_and_feather(m, grow, feather)
+        assert torch.equal(win == 0, full == 0) and torch.equal(win == 1, full == 1)
+        assert float((win - full).abs().max()) < 1e-6
