@@ -23,20 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "3", "-q"]
 
 
-def run(args, capsys):
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as e:  # argparse usage errors
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("sdedit: error: ") and "Traceback" not in err
-    return lines[0]
+from tests.cli_helpers import one_error_line, run  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -13,25 +13,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures.tiny_diffusers import tiny_sd_path  # noqa: E402
 
-from sdedit_engine.cli import main  # noqa: E402
 
 FAST = ["--steps", "3", "--radius", "2", "-q"]
 
 
-def run(args, capsys):
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as e:  # argparse usage errors
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("sdedit: error: ") and "Traceback" not in err
-    return lines[0]
+from tests.cli_helpers import one_error_line, run  # noqa: E402
 
 
 def _image(path: Path, seed: int, size=(64, 64)) -> Path:
