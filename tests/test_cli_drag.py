@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures.tiny_diffusers import tiny_sd_path  # noqa: E402
+from tests.fixtures.tiny_diffusers import tiny_sd_path  # noqa: E402
 
 
 FAST = ["--steps", "3", "--radius", "2", "-q"]
