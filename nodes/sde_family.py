@@ -3,14 +3,13 @@ DiffEdit-SDE image-to-image, each over ComfyUI's own guider (LoRA, ControlNet, p
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from comfy_api.v0_0_2 import io
 
 from ..sdedit_engine import imaging
 from ..sdedit_engine.cycle import cycle_sigmas
 from ..sdedit_engine.drag import drag_iterations, guidance_ramp, parse_points, sde_drag, to_latent_points
+from ..sdedit_engine.samplers import offset_callback
 from ..sdedit_engine.sde_edits import diffedit, diffedit_mask
 from .backend import model_schedule, run_engine_loop
 from .editing import EditSettings, decode_latent, edit_images, encode_pixels, guide_to_bchw, mask_to_b1hw
@@ -198,9 +197,8 @@ class SDEditImageToImage(io.ComfyNode):
                 use = diffedit_mask(denoiser, lat, source_args=src, target_args=tgt, t0=0.5, repeats=draws,
                                     threshold=mask_threshold, seed=seed, callback=report)
                 found["mask"] = use
-            offset = lambda info: report(replace(info, step=info.step + mask_steps))  # noqa: E731
             return diffedit(denoiser, lat, use, source_args=src, target_args=tgt, sigmas=levels, mode=mode, seed=seed,
-                            callback=offset)
+                            callback=offset_callback(report, mask_steps, 2 * steps + mask_steps))
 
         out = run_engine_loop(model, target, negative, latent, cfg=cfg, sigmas=levels, algorithm=algorithm,
                               total_steps=2 * steps + mask_steps, seed=seed, extra_conds={"source": source})

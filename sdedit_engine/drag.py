@@ -26,7 +26,7 @@ import torch
 
 from .cycle import ExtraArgsFn, cycle_decode, cycle_encode, cycle_sigmas
 from .noise import NoiseSource, normalize_seeds
-from .samplers import Callback, StepInfo
+from .samplers import Callback, offset_callback
 from .schedules import check_steps, check_t0
 from .validation import check_finite_tensor, check_mask
 
@@ -201,24 +201,13 @@ def sde_drag(
             step_pairs.append(((s[0] + int(a[0]), s[1] + int(a[1])), (s[0] + int(b[0]), s[1] + int(b[1]))))
         stream = f"drag/{it}"
         traj = cycle_encode(denoiser, x, levels, seed=seeds, extra_args=extra_args, extra_args_fn=extra_args_fn,
-                            callback=_offset(callback, it, 0, iters, n_steps), stream=f"{stream}/forward")
+                            callback=offset_callback(callback, 2 * it * n_steps, 2 * iters * n_steps, it), stream=f"{stream}/forward")
         paste_noise = NoiseSource.like(x, seeds, stream=f"{stream}/paste")()
         z = copy_paste(traj.start, step_pairs, radius=int(radius), beta=beta, alpha=alpha,
                        noise=paste_noise, noise_scale=noise_scale)
         fresh = NoiseSource.like(x, seeds, stream=f"{stream}/fresh") if (mask is not None and mask_noise == "fresh") else None
         x = cycle_decode(denoiser, z, traj, mask=mask, extra_args=extra_args, extra_args_fn=extra_args_fn,
-                         callback=_offset(callback, it, 1, iters, n_steps), fresh_noise_in_mask=fresh)
+                         callback=offset_callback(callback, (2 * it + 1) * n_steps, 2 * iters * n_steps, it), fresh_noise_in_mask=fresh)
     if mask is not None:
         x = torch.where(mask == 0, latent, x)
     return x
-
-
-def _offset(callback: Optional[Callback], iteration: int, phase: int, iterations: int, steps: int) -> Optional[Callback]:
-    if callback is None:
-        return None
-    base = (2 * iteration + phase) * steps
-
-    def wrapped(info: StepInfo):
-        return callback(StepInfo(base + info.step, 2 * iterations * steps, info.x, info.denoised, info.sigma, info.sigma_next, iteration))
-
-    return wrapped

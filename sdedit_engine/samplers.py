@@ -22,7 +22,7 @@ With D the denoised estimate and a step σ_t → σ_s:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
 import torch
@@ -50,6 +50,18 @@ class StepInfo:
 
 
 Callback = Callable[[StepInfo], Optional[bool]]
+
+
+def offset_callback(callback: Optional[Callback], offset: int, total: int, repeat: int = 0) -> Optional[Callback]:
+    """Re-number one pass's step info so a hook sees steps counted over a whole multi-pass run
+    (SDEdit repeats, Cycle-SDE record + replay, drag iterations)."""
+    if callback is None:
+        return None
+
+    def wrapped(info: StepInfo):
+        return callback(replace(info, step=offset + info.step, total=total, repeat=repeat))
+
+    return wrapped
 NoiseSampler = Callable[[float, float], torch.Tensor]
 
 

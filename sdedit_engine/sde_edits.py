@@ -18,7 +18,7 @@ import torch
 
 from .cycle import CycleTrajectory, cycle_decode, cycle_encode, cycle_sigmas
 from .noise import NoiseSource, normalize_seeds
-from .samplers import Callback, SamplingCancelled, StepInfo, _sigma_batch
+from .samplers import Callback, SamplingCancelled, StepInfo, _sigma_batch, offset_callback
 from .sdedit import sdedit
 from .validation import check_finite_tensor, check_mask
 
@@ -109,7 +109,7 @@ def diffedit(
             raise ValueError("the denoiser has no schedule to turn t0 into sigma; pass `sigmas=` explicitly")
         sigmas = cycle_sigmas(schedule, t0, steps)
     total = 2 * (len(torch.as_tensor(sigmas).flatten()) - 1)
-    first, second = _halves(callback, total)
+    first, second = offset_callback(callback, 0, total), offset_callback(callback, total // 2, total)
     if mode == "ode":
         traj = ddim_invert(denoiser, latent, sigmas, extra_args=source_args, callback=first)
         out = _ddim_decode(denoiser, traj.start, traj, mask, target_args, second)
@@ -153,18 +153,3 @@ def diffedit_mask(
     lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
     norm = ((flat - lo) / (hi - lo).clamp_min(1e-12)).reshape(diff.shape)
     return (norm > threshold).to(latent.dtype)
-
-
-def _halves(callback: Optional[Callback], total: int):
-    """Callbacks for the two passes, numbered over the whole run."""
-    if callback is None:
-        return None, None
-    half = total // 2
-
-    def first(info: StepInfo):
-        return callback(StepInfo(info.step, total, info.x, info.denoised, info.sigma, info.sigma_next))
-
-    def second(info: StepInfo):
-        return callback(StepInfo(half + info.step, total, info.x, info.denoised, info.sigma, info.sigma_next))
-
-    return first, second

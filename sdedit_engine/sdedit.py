@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional, Sequence
 import torch
 
 from .noise import NoiseSource, normalize_seeds
-from .samplers import Callback, StepInfo, get_sampler
+from .samplers import Callback, get_sampler, offset_callback
 from .schedules import check_steps, check_t0
 from .validation import check_finite_tensor, check_mask, check_sigmas
 
@@ -128,30 +128,9 @@ def sdedit(
             x,
             sigmas,
             noise_sampler=NoiseSource.like(guide, seeds, stream=f"step/{r}"),
-            callback=_offset_callback(callback, r, n_steps, repeats),
+            callback=offset_callback(callback, r * n_steps, repeats * n_steps, r),
             extra_args=extra_args,
         )
         if mask is not None:
             x = torch.where(mask == 0, guide, x)
     return x
-
-
-def _offset_callback(callback: Optional[Callback], repeat: int, n_steps: int, repeats: int) -> Optional[Callback]:
-    """Re-number a sampler's per-step info so it counts across all repeats."""
-    if callback is None:
-        return None
-
-    def wrapped(info: StepInfo):
-        return callback(
-            StepInfo(
-                repeat * n_steps + info.step,
-                repeats * n_steps,
-                info.x,
-                info.denoised,
-                info.sigma,
-                info.sigma_next,
-                repeat,
-            )
-        )
-
-    return wrapped
