@@ -104,26 +104,13 @@ def sdedit_latent(
     latent grid bilinearly. Noise comes from the engine's per-item seeded CPU generators, so the
     same seed gives the same result as the Python engine and whatever the batch.
     """
-    sigmas = model_schedule(model).sigma_grid(t0, steps, spacing).to(torch.float32)
+    sigmas = model_schedule(model).sigma_grid(t0, steps, spacing)
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
     seeds = normalize_seeds(seed, latent.shape[0])
     noise = NoiseSource(seeds, latent.shape, stream="init/0").draw()
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, negative)
-    guider.set_cfg(cfg)
-    sampler = SDEditKSampler(sampler_name, repeats, known_noise)
-    callback = latent_preview.prepare_callback(model, repeats * steps)
-    out = guider.sample(
-        noise,
-        latent,
-        sampler,
-        sigmas,
-        denoise_mask=mask,
-        callback=callback,
-        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
-        seed=seed,
-    )
-    return out.to(comfy.model_management.intermediate_device())
+    guider = _guider(model, positive, negative, cfg)
+    return _sample(guider, model, noise, latent, SDEditKSampler(sampler_name, repeats, known_noise), sigmas,
+                   repeats * steps, seed, mask)
 
 
 class PromptSwitchGuider(comfy.samplers.CFGGuider):
@@ -178,10 +165,21 @@ def run_engine_loop(model, positive, negative, latent: torch.Tensor, *, cfg: flo
     """Run ``algorithm`` (see :class:`EngineLoopSampler`) on a ComfyUI MODEL with progress, previews
     and the interrupt check at every step; returns the latent in ComfyUI's latent space."""
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
+    guider = _guider(model, positive, negative, cfg, **(extra_conds or {}))
+    return _sample(guider, model, torch.zeros_like(latent), latent, EngineLoopSampler(algorithm, total_steps), sigmas,
+                   total_steps, seed)
+
+
+def _guider(model, positive, negative, cfg: float, **extra_conds) -> "PromptSwitchGuider":
     guider = PromptSwitchGuider(model)
-    guider.set_named_conds(positive, negative, **(extra_conds or {}))
+    guider.set_named_conds(positive, negative, **extra_conds)
     guider.set_cfg(cfg)
-    callback = latent_preview.prepare_callback(model, total_steps)
-    out = guider.sample(torch.zeros_like(latent), latent, EngineLoopSampler(algorithm, total_steps), sigmas.to(torch.float32),
-                        callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    return guider
+
+
+def _sample(guider, model, noise, latent, sampler, sigmas, total_steps: int, seed: int, mask=None) -> torch.Tensor:
+    """Sample through ComfyUI's guider with its progress bar, latent previews and interrupt check."""
+    out = guider.sample(noise, latent, sampler, sigmas.to(torch.float32), denoise_mask=mask,
+                        callback=latent_preview.prepare_callback(model, total_steps),
+                        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
     return out.to(comfy.model_management.intermediate_device())
