@@ -80,6 +80,14 @@ def _xy(text: str) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- parser
+def add_tiling_args(g) -> None:
+    """--vae-tiling and --unet-tiling (read by :func:`load_pipeline`)."""
+    g.add_argument("--vae-tiling", action="store_true", help="tile the VAE (large images, bounded memory)")
+    g.add_argument("--unet-tiling", type=int, nargs="?", const=0, default=None, metavar="PX",
+                   help="denoise in overlapping tiles of PX pixels (default: the model's native size) for images "
+                        "far above it; memory follows the tile")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from .samplers import SAMPLER_NAMES
 
@@ -94,7 +102,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--control-scale", type=float, default=1.0)
     g.add_argument("--lora", help="LoRA .safetensors file or folder")
     g.add_argument("--lora-scale", type=float, default=1.0)
-    g.add_argument("--vae-tiling", action="store_true", help="tile the VAE (large images, bounded memory)")
+    add_tiling_args(g)
     s = p.add_argument_group("sampling")
     s.add_argument("--prompt", default="")
     s.add_argument("--negative-prompt", default=None)
@@ -222,6 +230,11 @@ def load_pipeline(args, device=None):
         pipe.load_lora_weights(args.lora, scale=args.lora_scale)
     if args.vae_tiling:
         pipe.enable_vae_tiling()
+    if args.unet_tiling is not None:
+        try:
+            pipe.enable_unet_tiling(tile_size=args.unet_tiling or None)
+        except ValueError as e:
+            raise CLIError(f"--unet-tiling: {e}") from None
     return pipe
 
 

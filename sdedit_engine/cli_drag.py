@@ -16,7 +16,7 @@ import math
 import sys
 from pathlib import Path
 
-from .cli import CLIError, _check_writable_image, _info, _positive_int, _t0, load_pipeline
+from .cli import CLIError, _check_writable_image, _info, _positive_int, _t0, add_tiling_args, load_pipeline
 
 
 def _float(lo: float | None = None, hi: float | None = None, what: str = "value", open_lo: bool = False):
@@ -42,7 +42,7 @@ def _family_model_args(p: argparse.ArgumentParser) -> None:
                    help="auto: float16 on CUDA (the paper recommends float32 for drag without LoRA)")
     g.add_argument("--lora", help="LoRA .safetensors file or folder to load")
     g.add_argument("--lora-scale", type=float, default=1.0)
-    g.add_argument("--vae-tiling", action="store_true", help="tile the VAE (large images, bounded memory)")
+    add_tiling_args(g)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(controlnet=None, control_image=None)

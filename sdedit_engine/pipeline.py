@@ -28,6 +28,7 @@ from .loading import (ModelLoadError, check_lora_path, load_controlnet, load_dif
 from .schedules import DiscreteSchedule, check_t0
 from .sdedit import sdedit, sdedit_sigmas
 from .text import TextConditioning, encode_text, make_model_fn
+from .tiling import TiledDenoiser, blend_tiles, check_tiling
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -96,6 +97,8 @@ class SDEditPipeline:
         if controlnet is not None:
             controlnet.to(self.device)
         self.lora_scale: float | None = None
+        self.vae_tiling: Optional[tuple[int, int]] = None  # (tile, overlap) in latent cells; enable_vae_tiling
+        self.unet_tiling: Optional[tuple[int, int]] = None  # enable_unet_tiling
         sched = pipe.scheduler
         if not hasattr(sched, "alphas_cumprod"):
             raise ModelLoadError(f"scheduler {type(sched).__name__} has no alphas_cumprod (not a discrete VP model)")
@@ -180,9 +183,36 @@ class SDEditPipeline:
         self.pipe.unload_lora_weights()
         self.lora_scale = None
 
-    def enable_vae_tiling(self, enabled: bool = True) -> None:
-        """Tile the VAE encode/decode for large images (bounded memory; seams are blended by diffusers)."""
-        (self.vae.enable_tiling if enabled else self.vae.disable_tiling)()
+    def enable_vae_tiling(self, enabled: bool = True, tile_size: int | None = None, overlap: int | None = None) -> None:
+        """Encode/decode in overlapping pixel tiles (default: the VAE's native size, ≥ 256 px; overlap ¼).
+
+        Tiles are blended straight into one preallocated output (:func:`~sdedit_engine.tiling.blend_tiles`),
+        so the VAE's memory follows the tile, not the image; diffusers' own tiling keeps every decoded
+        tile until the end. Decoded pixels are assembled on the CPU, so the GPU holds one tile.
+        """
+        native = max(int(getattr(self.vae.config, "sample_size", 512) or 512), 256)
+        self.vae_tiling = self._tiling(enabled, tile_size or native, overlap, "VAE")
+        self.vae.disable_tiling()  # ours replaces diffusers' (it would tile again inside each tile)
+
+    def enable_unet_tiling(self, enabled: bool = True, tile_size: int | None = None, overlap: int | None = None) -> None:
+        """Denoise in overlapping latent tiles (:class:`~sdedit_engine.tiling.TiledDenoiser`).
+
+        ``tile_size``/``overlap`` in pixels (default: the UNet's native size, ≥ 256 px; overlap ¼). For
+        images far above the model's resolution: memory follows the tile. Each tile sees only its own
+        context, so keep t0 moderate; ControlNet images and SDXL crop coordinates are cropped per tile.
+        """
+        native = max(int(self.unet.config.sample_size) * self.vae_scale_factor, 256)
+        self.unet_tiling = self._tiling(enabled, tile_size or native, overlap, "UNet")
+
+    def _tiling(self, enabled: bool, tile_px: int, overlap_px: int | None, what: str) -> Optional[tuple[int, int]]:
+        if not enabled:
+            return None
+        f = self.vae_scale_factor
+        overlap_px = tile_px // 4 // f * f if overlap_px is None else overlap_px
+        for name, v in (("tile_size", tile_px), ("overlap", overlap_px)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % f:
+                raise ValueError(f"{what} {name} must be a non-negative multiple of {f} pixels, got {v!r}")
+        return check_tiling(tile_px // f, overlap_px // f, f"{what} ")
 
     # ------------------------------------------------------------------ VAE
     def _vae_dtype(self):
@@ -193,18 +223,33 @@ class SDEditPipeline:
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``(B,3,H,W)`` in [0,1] (H, W multiples of 8) → scaled latents (posterior mode, as ComfyUI)."""
-        dist = self.vae.encode((images * 2 - 1).to(self.device, self._vae_dtype())).latent_dist
-        lat = dist.mode().float()
+        dtype = self._vae_dtype()
+
+        def encode_tile(pixels, region=None):
+            return self.vae.encode((pixels.to(self.device, dtype) * 2 - 1)).latent_dist.mode().float()
+
+        if self.vae_tiling is None:
+            lat = encode_tile(images)
+        else:
+            lat = blend_tiles(encode_tile, images, *self.vae_tiling, in_scale=self.vae_scale_factor, out_device=self.device)
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        return (lat - shift) * self.vae.config.scaling_factor
+        return lat.sub_(shift).mul_(self.vae.config.scaling_factor)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → ``(B,3,H,W)`` in [0,1] (float32)."""
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         z = latents / self.vae.config.scaling_factor + shift
-        img = self.vae.decode(z.to(self.device, self._vae_dtype()), return_dict=False)[0]
-        return ((img.float() + 1) / 2).clamp(0, 1)
+        dtype = self._vae_dtype()
+
+        def decode_tile(lat, region=None):
+            return self.vae.decode(lat.to(self.device, dtype), return_dict=False)[0]
+
+        if self.vae_tiling is None:
+            img = decode_tile(z).float()
+        else:
+            img = blend_tiles(decode_tile, z, *self.vae_tiling, out_scale=self.vae_scale_factor, out_device="cpu")
+        return img.add_(1).div_(2).clamp_(0, 1)  # in place: at 4096² every full-size copy is 192 MiB
 
     # ------------------------------------------------------------------ model
     def encode_prompt(self, prompt, negative_prompt, n: int, guidance_scale: float, height: int, width: int) -> TextConditioning:
@@ -217,8 +262,9 @@ class SDEditPipeline:
         if control_image is not None and self.controlnet is None:
             raise ValueError("control_image given but no ControlNet is loaded (controlnet=... / set_controlnet)")
         fn = make_model_fn(self.unet, guidance_scale, self.controlnet if control_image is not None else None,
-                           control_image, control_scale, self.lora_scale)
-        return DiscreteTimeDenoiser(fn, self.schedule, self.prediction_type)
+                           control_image, control_scale, self.lora_scale, self.vae_scale_factor)
+        den = DiscreteTimeDenoiser(fn, self.schedule, self.prediction_type)
+        return den if self.unet_tiling is None else TiledDenoiser(den, *self.unet_tiling, region_arg="region")
 
     # ------------------------------------------------------------------ call
     def _prepare_mask(self, mask, image: torch.Tensor, grow: int, blur: float) -> Optional[torch.Tensor]:
@@ -262,7 +308,7 @@ class SDEditPipeline:
         pmask = self._prepare_mask(mask, original, mask_grow, mask_blur)
         if pmask is not None:
             pmask = pmask.expand(n_in, -1, -1, -1).repeat_interleave(num_images, dim=0)
-        original = original.repeat_interleave(num_images, dim=0)
+        original = original.repeat_interleave(num_images, dim=0) if num_images > 1 else original
         b = original.shape[0]
         seeds = _seeds(seed, generator, b)
         full, box = original, None

@@ -86,8 +86,20 @@ def encode_text(pipe, prompt, negative_prompt, n: int, guidance_scale: float, de
     return TextConditioning(c, u if cfg else None)
 
 
+def tile_time_ids(ids: Optional[torch.Tensor], y0: int, y1: int, x0: int, x1: int) -> Optional[torch.Tensor]:
+    """SDXL micro-conditioning for a tile at pixels ``[y0:y1, x0:x1]``: crop top-left = the tile's
+    offset and (6-id UNets) target size = the tile's size; the original size stays the image's."""
+    if ids is None:
+        return None
+    ids = ids.clone()
+    ids[:, 2], ids[:, 3] = float(y0), float(x0)
+    if ids.shape[1] == 6:
+        ids[:, 4], ids[:, 5] = float(y1 - y0), float(x1 - x0)
+    return ids
+
+
 def make_model_fn(unet, guidance_scale: float = 1.0, controlnet=None, control_image: Optional[torch.Tensor] = None,
-                  control_scale: float = 1.0, lora_scale: float | None = None):
+                  control_scale: float = 1.0, lora_scale: float | None = None, vae_scale: int = 8):
     """``model_fn(x_in, t, **extra_args) -> ε or v`` for :class:`DiscreteTimeDenoiser`.
 
     ``x_in`` is the VP sample at timestep ``t`` (float, shape (B,)). With CFG the UNet runs once on
@@ -96,7 +108,9 @@ def make_model_fn(unet, guidance_scale: float = 1.0, controlnet=None, control_im
     Per-call overrides (e.g. SDE-Drag's schedules, passed through the engine's ``extra_args_fn``):
     ``guidance_scale=g`` replaces the scale of this call (CFG needs ``uncond`` in the conditioning,
     so encode the prompt with a scale != 1; g == 1 runs the conditional branch only), and
-    ``lora_scale=s`` replaces the LoRA scale given to the UNet for this call.
+    ``lora_scale=s`` replaces the LoRA scale given to the UNet for this call. ``region=(y0, y1, x0, x1)``
+    (latent cells, from :class:`~sdedit_engine.tiling.TiledDenoiser`) says ``x_in`` is that tile: the
+    control image (pixels, ``vae_scale`` per cell) and SDXL time ids are cropped to match.
     """
     default_scale, default_lora = guidance_scale, lora_scale
     # read once: diffusers' ModelMixin.dtype walks every submodule (1.6-5.5 ms a call on CPU, ~11% of
@@ -108,15 +122,19 @@ def make_model_fn(unet, guidance_scale: float = 1.0, controlnet=None, control_im
                  uncond: Optional[torch.Tensor] = None, pooled: Optional[torch.Tensor] = None,
                  uncond_pooled: Optional[torch.Tensor] = None, time_ids: Optional[torch.Tensor] = None,
                  uncond_time_ids: Optional[torch.Tensor] = None, guidance_scale: Optional[float] = None,
-                 lora_scale: Optional[float] = None) -> torch.Tensor:
+                 lora_scale: Optional[float] = None, region: Optional[tuple[int, int, int, int]] = None) -> torch.Tensor:
         g = default_scale if guidance_scale is None else float(guidance_scale)
         lora = default_lora if lora_scale is None else float(lora_scale)
         cfg = uncond is not None and g != 1.0
         x, ts, ehs = x_in.to(dtype), t, encoder_hidden_states
+        ctrl = control_image
+        if region is not None:  # one tile of a TiledDenoiser: crop what is spatial to it
+            y0, y1, x0, x1 = (v * vae_scale for v in region)
+            time_ids, uncond_time_ids = tile_time_ids(time_ids, y0, y1, x0, x1), tile_time_ids(uncond_time_ids, y0, y1, x0, x1)
+            ctrl = None if ctrl is None else ctrl[..., y0:y1, x0:x1]
         added = None
         if pooled is not None:
             added = {"text_embeds": pooled, "time_ids": time_ids}
-        ctrl = control_image
         if cfg:
             x, ts, ehs = torch.cat([x, x]), torch.cat([ts, ts]), torch.cat([uncond, ehs])
             if added is not None:
