@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 round, sizes 1024,4096, no full-image run")
     ap.add_argument("--profile", action="store_true", help="cProfile the 4096² crop run")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--name", default="mask_cost", help="result file stem under --out")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.sizes, args.full_sizes = 1, "1024,4096", ""
@@ -142,11 +143,11 @@ def main(argv=None) -> int:
         pstats.Stats(pr, stream=s).sort_stats("cumulative").print_stats(40)
         prof = "\n\n## Profile: crop_to_mask at " + f"{max(sizes)}²\n\n```\n" + s.getvalue().strip() + "\n```\n"
     out = Path(args.out)
-    write_csv(out / "mask_cost.csv", rows)
+    write_csv(out / f"{args.name}.csv", rows)
     cmd = ".venv/bin/python bench/mask_cost.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     body = (f"Node `SDEdit` in-process, tiny SD1.5 checkpoint, ddpm, cfg 4, t0 0.5; mask = a {REGION}² square, "
             f"grow 8 / feather 8 / crop padding 64 (node defaults) → a 640² box worked at 512².\n\n" + md_table(rows) + prof)
-    (out / "mask_cost.md").write_text(f"# Cost follows the mask\n\nMachine: {machine()}\n\nCommand: `{cmd}`\n\n{body}\n")
+    (out / f"{args.name}.md").write_text(f"# Cost follows the mask\n\nMachine: {machine()}\n\nCommand: `{cmd}`\n\n{body}\n")
     print(md_table(rows))
     return 0
 

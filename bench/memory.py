@@ -1,9 +1,12 @@
-"""Peak memory against image size (512² … 4096²) for the diffusers backend (`SDEditPipeline`, tiny test model)
-with VAE tiling on and off: one fresh subprocess per (size, tiling) so every peak is its own; peak = max RSS
-(`resource.getrusage`, which sees torch's CPU allocations; tracemalloc does not). Also reported: the RSS after
-loading the model and before the edit (baseline), and peak − baseline (what the edit itself needs).
+"""Peak memory against image size (512² … 4096²) for the diffusers backend (`SDEditPipeline`, tiny test model):
+one fresh subprocess per (size, mode) so every peak is its own; peak = max RSS (`resource.getrusage`, which
+sees torch's CPU allocations; tracemalloc does not). Also reported: the RSS after loading the model and the
+input, before the edit (baseline), and peak − baseline (what the edit itself needs).
 
-    .venv/bin/python bench/memory.py [--sizes 512,1024,2048,4096] [--steps 2] [--quick]
+Modes: ``vae`` = VAE tiling (512-px tiles, the pipeline's own streaming tiles), UNet on the full latent;
+``vae+unet`` = also the UNet in 512-px tiles (`enable_unet_tiling`); ``none`` = no tiling.
+
+    .venv/bin/python bench/memory.py [--sizes 512,1024,2048,4096] [--modes vae,vae+unet] [--steps 2] [--quick]
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 
-def child(size: int, tiling: bool, steps: int, model: str | None):
+def child(size: int, mode: str, steps: int, model: str | None, tile: int):
     import torch
 
     from sdedit_engine.pipeline import SDEditPipeline
@@ -37,9 +40,10 @@ def child(size: int, tiling: bool, steps: int, model: str | None):
 
         model = str(tiny_sd_path())
     sp = SDEditPipeline.from_pretrained(model)
-    sp.enable_vae_tiling(tiling)
-    if tiling and sp.vae.tile_sample_min_size < 512:  # the tiny VAE's config says 64 px: use SD's 512 px tiles
-        sp.vae.tile_sample_min_size, sp.vae.tile_latent_min_size = 512, 512 // sp.vae_scale_factor
+    if mode != "none":  # SD1.5's 512-px tiles (the tiny VAE's config says 64 px)
+        sp.enable_vae_tiling(tile_size=tile)
+    if mode == "vae+unet":
+        sp.enable_unet_tiling(tile_size=tile)
     img = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
@@ -56,22 +60,25 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="512,1024,2048,4096")
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--tiling", default="on,off", help="'on', 'off' or 'on,off'")
+    ap.add_argument("--modes", default="vae,vae+unet", help="comma list of 'vae', 'vae+unet', 'none'")
+    ap.add_argument("--tile", type=int, default=512, help="tile size in pixels (VAE and UNet)")
     ap.add_argument("--model", help="diffusers folder (default: the tiny test model)")
-    ap.add_argument("--timeout", type=float, default=900)
-    ap.add_argument("--quick", action="store_true", help="512,1024,2048 with tiling on")
-    ap.add_argument("--child", nargs=2, metavar=("SIZE", "TILING"), help=argparse.SUPPRESS)
+    ap.add_argument("--timeout", type=float, default=1200)
+    ap.add_argument("--quick", action="store_true", help="512,1024,2048 only")
+    ap.add_argument("--child", nargs=2, metavar=("SIZE", "MODE"), help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--name", default="memory", help="result file stem under --out")
     args = ap.parse_args(argv)
     if args.child:
-        child(int(args.child[0]), args.child[1] == "on", args.steps, args.model)
+        child(int(args.child[0]), args.child[1], args.steps, args.model, args.tile)
         return 0
     if args.quick:
-        args.sizes, args.tiling = "512,1024,2048", "on"
+        args.sizes = "512,1024,2048"
+    modes = args.modes.split(",")
     rows = []
-    for tiling in args.tiling.split(","):
+    for mode in modes:
         for size in [int(s) for s in args.sizes.split(",")]:
-            cmd = [sys.executable, __file__, "--child", str(size), tiling, "--steps", str(args.steps)]
+            cmd = [sys.executable, __file__, "--child", str(size), mode, "--steps", str(args.steps), "--tile", str(args.tile)]
             if args.model:
                 cmd += ["--model", args.model]
             try:
@@ -80,7 +87,7 @@ def main(argv=None) -> int:
                 err = None if res else (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1][:120]
             except subprocess.TimeoutExpired:
                 res, err = None, f"timeout {args.timeout:.0f}s"
-            row = {"size": size, "vae_tiling": tiling, "steps": args.steps}
+            row = {"size": size, "tiling": mode, "steps": args.steps}
             if res:
                 row.update(baseline_mib=round(res["baseline_mib"]), peak_mib=round(res["peak_mib"]),
                            edit_mib=round(res["peak_mib"] - res["baseline_mib"]), seconds=round(res["seconds"], 2), error="")
@@ -88,17 +95,17 @@ def main(argv=None) -> int:
                 row.update(baseline_mib="", peak_mib="", edit_mib="", seconds="", error=err)
             rows.append(row)
             log(row)
-    for tiling in args.tiling.split(","):
-        ref = next((r for r in rows if r["vae_tiling"] == tiling and r["size"] == 1024 and r["peak_mib"] != ""), None)
+    for mode in modes:
+        ref = next((r for r in rows if r["tiling"] == mode and r["size"] == 1024 and r["peak_mib"] != ""), None)
         for r in rows:
-            if r["vae_tiling"] == tiling:
+            if r["tiling"] == mode:
                 r["peak_vs_1024"] = round(r["peak_mib"] / ref["peak_mib"], 2) if ref and r["peak_mib"] != "" else ""
     out = Path(args.out)
-    write_csv(out / "memory.csv", rows)
+    write_csv(out / f"{args.name}.csv", rows)
     cmd = ".venv/bin/python bench/memory.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
-    (out / "memory.md").write_text(
+    (out / f"{args.name}.md").write_text(
         f"# Peak memory vs image size\n\nMachine: {machine()}\n\nCommand: `{cmd}`\n\n"
-        "SDEditPipeline (tiny diffusers SD model: UNet 32/64 channels, VAE 8-16 channels; VAE tiles 512 px as in SD1.5), ddpm, cfg 4, "
+        f"SDEditPipeline (tiny diffusers SD model: UNet 32/64 channels, VAE 8-16 channels; tiles {args.tile} px, ¼ overlap), ddpm, cfg 4, "
         "fresh process per row; max RSS.\n\n" + md_table(rows) + "\n")
     print(md_table(rows))
     return 0

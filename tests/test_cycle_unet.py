@@ -14,11 +14,15 @@ def pipe():
     return SDEditPipeline.from_pretrained(tiny_sd_path("epsilon"))
 
 
-@pytest.mark.parametrize("guidance", [1.0, 3.0])
-def test_cycle_sde_reconstructs_a_unet_latent_within_1e_4(pipe, guidance):
+@pytest.mark.parametrize("guidance,tiles", [(1.0, None), (3.0, None), (3.0, 64)])
+def test_cycle_sde_reconstructs_a_unet_latent_within_1e_4(pipe, guidance, tiles):
+    """Also through the tiled UNet (a 16×16 latent in 3×3 tiles): any deterministic denoiser replays."""
+    size = 64 if tiles is None else 128
+    pipe.enable_unet_tiling(tiles is not None, tile_size=tiles)
     den = pipe.make_denoiser(guidance_scale=guidance)
-    cond = pipe.encode_prompt("a bowl of fruits", "", 1, guidance, 64, 64).as_extra_args()
-    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    pipe.enable_unet_tiling(False)
+    cond = pipe.encode_prompt("a bowl of fruits", "", 1, guidance, size, size).as_extra_args()
+    x0 = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         rec = cycle_reconstruct(den, x0, cycle_sigmas(den.schedule, 0.6, 30), seed=3, extra_args=cond)
     assert rec.dtype == torch.float32
