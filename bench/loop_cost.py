@@ -1,6 +1,6 @@
 """The sampler loop alone, without a network: the engine's SDEdit loop (σ-space denoiser wrapper, per-item CPU
-noise, σ→timestep, the step) vs diffusers' `DDPMScheduler.step` loop over the same N steps from t = 499, both
-with a model that returns zeros. What is left of §1b's overhead once the UNet is taken away.
+noise, σ→timestep, the step) vs diffusers' `DDPMScheduler` (`add_noise` to t = 499, then N × `step`, as
+img2img runs it), both with a model that returns zeros. What is left of §1b's overhead once the UNet is taken away.
 
     .venv/bin/python bench/loop_cost.py [--steps 20,50] [--latent 8,64] [--rounds 9]
 """
@@ -39,8 +39,9 @@ def make_runs(steps: int, latent: int):
     def diffusers_loop(seed):
         sched.set_timesteps(2 * steps)
         g = torch.Generator().manual_seed(seed)
-        x = guide.clone()
-        for t in sched.timesteps[steps:]:
+        ts = sched.timesteps[steps:]
+        x = sched.add_noise(guide, torch.randn(guide.shape, generator=g), ts[:1])  # as img2img does
+        for t in ts:
             x = sched.step(zeros(x, t), t, x, generator=g).prev_sample
         return x
 

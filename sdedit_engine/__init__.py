@@ -16,6 +16,7 @@ from .noise import NoiseSource, derive_seed, normalize_seeds
 from .samplers import SAMPLER_NAMES, SAMPLERS, SamplingCancelled, StepInfo, get_sampler, run_sampler
 from .schedules import SPACINGS, DiscreteSchedule
 from .sdedit import KNOWN_NOISE_MODES, MaskedDenoiser, sdedit, sdedit_sigmas
+from .tiling import TiledDenoiser, blend_tiles
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,8 @@ __all__ = [
     "SPACINGS",
     "SamplingCancelled",
     "StepInfo",
+    "TiledDenoiser",
+    "blend_tiles",
     "comfy_denoise_sigmas",
     "comfy_denoise_to_t0",
     "derive_seed",

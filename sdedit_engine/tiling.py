@@ -89,14 +89,13 @@ def _axis_weights(length: int, tile: int, overlap: int, scale: int, device) -> t
 
 
 def blend_tiles(fn: Callable[[torch.Tensor, Region], torch.Tensor], x: torch.Tensor, tile: int, overlap: int, *,
-                in_scale: int = 1, out_scale: int = 1, out_channels: Optional[int] = None,
-                out_dtype: torch.dtype = torch.float32, out_device=None) -> torch.Tensor:
+                in_scale: int = 1, out_scale: int = 1, out_dtype: torch.dtype = torch.float32, out_device=None) -> torch.Tensor:
     """Apply ``fn`` to overlapping tiles of ``x`` and blend the results into one tensor.
 
     ``x`` is ``(B, C, H·in_scale, W·in_scale)`` for a latent grid of ``H × W``; ``tile`` and ``overlap``
     are in latent cells. ``fn(x_tile, region)`` returns the tile's output at ``out_scale`` times the
     latent grid (``region`` is the tile's latent ``(y0, y1, x0, x1)``). The result is
-    ``(B, out_channels, H·out_scale, W·out_scale)`` in ``out_dtype``, accumulated in ``out_dtype``
+    ``(B, C_out, H·out_scale, W·out_scale)`` in ``out_dtype``, accumulated in ``out_dtype``
     (use float32). A grid of one tile calls ``fn`` once on the whole input and returns its output.
     """
     check_tiling(tile, overlap)
@@ -114,7 +113,7 @@ def blend_tiles(fn: Callable[[torch.Tensor, Region], torch.Tensor], x: torch.Ten
     for k, (y0, y1, x0, x1) in enumerate(regions):
         piece = fn(x[..., y0 * in_scale: y1 * in_scale, x0 * in_scale: x1 * in_scale], (y0, y1, x0, x1))
         if out is None:
-            out = torch.zeros(piece.shape[0], out_channels or piece.shape[1], h * out_scale, w * out_scale,
+            out = torch.zeros(piece.shape[0], piece.shape[1], h * out_scale, w * out_scale,
                               dtype=out_dtype, device=device)
         weight = (wy[k // nx][:, None] * wx[k % nx][None, :]).to(out_dtype)
         out[..., y0 * out_scale: y1 * out_scale, x0 * out_scale: x1 * out_scale].addcmul_(piece.to(device, out_dtype), weight)
