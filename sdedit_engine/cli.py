@@ -80,6 +80,14 @@ def _xy(text: str) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- parser
+def add_model_source_args(g) -> None:
+    """--model, --config, --allow-download, --device (read by :func:`load_pipeline`)."""
+    g.add_argument("--model", required=True, help="diffusers folder, cached hub id, or single-file .safetensors")
+    g.add_argument("--config", help="diffusers folder/id describing a single-file checkpoint (needed offline)")
+    g.add_argument("--allow-download", action="store_true", help="allow fetching models from the Hugging Face hub")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps …")
+
+
 def add_tiling_args(g) -> None:
     """--vae-tiling and --unet-tiling (read by :func:`load_pipeline`)."""
     g.add_argument("--vae-tiling", action="store_true", help="tile the VAE (large images, bounded memory)")
@@ -92,10 +100,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     from .samplers import SAMPLER_NAMES
 
     g = p.add_argument_group("model")
-    g.add_argument("--model", required=True, help="diffusers folder, cached hub id, or single-file .safetensors")
-    g.add_argument("--config", help="diffusers folder/id describing a single-file checkpoint (needed offline)")
-    g.add_argument("--allow-download", action="store_true", help="allow fetching models from the Hugging Face hub")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps …")
+    add_model_source_args(g)
     g.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"))
     g.add_argument("--controlnet", help="ControlNet folder (needs --control-image)")
     g.add_argument("--control-image", help="control image for the ControlNet (resized to the guide)")

@@ -16,7 +16,7 @@ import math
 import sys
 from pathlib import Path
 
-from .cli import CLIError, _check_writable_image, _info, _positive_int, _t0, add_tiling_args, load_pipeline
+from .cli import CLIError, _check_writable_image, _info, _positive_int, _t0, add_model_source_args, add_tiling_args, load_pipeline
 
 
 def _float(lo: float | None = None, hi: float | None = None, what: str = "value", open_lo: bool = False):
@@ -34,10 +34,7 @@ def _float(lo: float | None = None, hi: float | None = None, what: str = "value"
 
 def _family_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", required=True, help="diffusers folder, cached hub id, or single-file .safetensors")
-    g.add_argument("--config", help="diffusers folder/id describing a single-file checkpoint (needed offline)")
-    g.add_argument("--allow-download", action="store_true", help="allow fetching models from the Hugging Face hub")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps …")
+    add_model_source_args(g)
     g.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                    help="auto: float16 on CUDA (the paper recommends float32 for drag without LoRA)")
     g.add_argument("--lora", help="LoRA .safetensors file or folder to load")
