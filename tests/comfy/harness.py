@@ -123,6 +123,16 @@ def import_pack(name: str = "comfyui_sdedit"):
     return module
 
 
+def box_mask(h: int, w: int, box: tuple[int, int, int, int]):
+    """A white (editable) box ``(x0, y0, x1, y1)`` on black, as an RGB uint8 image for LoadImageMask."""
+    import numpy as np
+
+    m = np.zeros((h, w, 3), np.uint8)
+    x0, y0, x1, y1 = box
+    m[y0:y1, x0:x1] = 255
+    return m
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

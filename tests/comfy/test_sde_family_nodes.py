@@ -32,11 +32,7 @@ def block_image(h=H, w=W) -> np.ndarray:
 
 
 def box_mask(h=H, w=W, box=(0, 8, 64, 56)) -> np.ndarray:
-    """White (editable) box (x0, y0, x1, y1) on black, as an RGB image for LoadImageMask."""
-    m = np.zeros((h, w, 3), np.uint8)
-    x0, y0, x1, y1 = box
-    m[y0:y1, x0:x1] = 255
-    return m
+    return harness.box_mask(h, w, box)
 
 
 def _common(server, image, prefix) -> dict:

@@ -24,11 +24,7 @@ def stroke_image(h=H, w=W) -> np.ndarray:
 
 
 def box_mask(h=H, w=W, box=(16, 16, 48, 40)) -> np.ndarray:
-    """White (editable) box on black, as an RGB image for LoadImageMask."""
-    m = np.zeros((h, w, 3), np.uint8)
-    x0, y0, x1, y1 = box
-    m[y0:y1, x0:x1] = 255
-    return m
+    return harness.box_mask(h, w, box)
 
 
 def base_prompt(server, guide=None, seed=0, prefix="sdedit", **sdedit_inputs) -> dict:
