@@ -35,9 +35,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sdedit_engine import DiscreteSchedule  # noqa: E402
-from sdedit_engine.analytic import GaussianMixturePrior  # noqa: E402
-from sdedit_engine.cycle import cycle_reconstruct, cycle_sigmas  # noqa: E402
-from sdedit_engine.drag import guidance_ramp, sde_drag  # noqa: E402
+from sdedit_engine.core.analytic import GaussianMixturePrior  # noqa: E402
+from sdedit_engine.core.cycle import cycle_reconstruct, cycle_sigmas  # noqa: E402
+from sdedit_engine.core.drag import guidance_ramp, sde_drag  # noqa: E402
 
 OFFICIAL_EVALS = 480  # 120 steps × batch 4 per drag iteration
 T0 = 0.6
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     steps_list = [int(s) for s in args.steps.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    from sdedit_engine.pipeline import SDEditPipeline
+    from sdedit_engine.pipelines.pipeline import SDEditPipeline
     from tests.fixtures.tiny_diffusers import tiny_sd_path
 
     pipe = SDEditPipeline.from_pretrained(tiny_sd_path("epsilon"))

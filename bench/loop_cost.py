@@ -23,9 +23,9 @@ import torch
 def make_runs(steps: int, latent: int):
     from diffusers import DDPMScheduler
 
-    from sdedit_engine import sdedit
-    from sdedit_engine.denoisers import DiscreteTimeDenoiser
-    from sdedit_engine.schedules import DiscreteSchedule
+    from sdedit_engine.core import sdedit
+    from sdedit_engine.core.denoisers import DiscreteTimeDenoiser
+    from sdedit_engine.core.schedules import DiscreteSchedule
 
     zeros = lambda x, t, **k: torch.zeros_like(x)  # noqa: E731
     den = DiscreteTimeDenoiser(zeros, DiscreteSchedule.scaled_linear())

@@ -21,7 +21,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from sdedit_engine import imaging  # noqa: E402
+from sdedit_engine.io import imaging  # noqa: E402
 
 
 def timed(fn, reps=3):

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def child(size: int, mode: str, steps: int, model: str | None, tile: int):
     import torch
 
-    from sdedit_engine.pipeline import SDEditPipeline
+    from sdedit_engine.pipelines.pipeline import SDEditPipeline
 
     if model is None:
         from tests.fixtures.tiny_diffusers import tiny_sd_path

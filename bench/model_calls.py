@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sdedit_engine import sdedit  # noqa: E402
-from sdedit_engine.analytic import GaussianMixturePrior, energy_distance  # noqa: E402
+from sdedit_engine.core.analytic import GaussianMixturePrior, energy_distance  # noqa: E402
 
 CONFIGS = [  # (sampler, steps per repeat, repeats)
     ("ddpm", 500, 3),  # the paper's setting: 1500 calls

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def load(model: str | None):
     from diffusers import DDPMScheduler, StableDiffusionImg2ImgPipeline
 
-    from sdedit_engine.pipeline import SDEditPipeline
+    from sdedit_engine.pipelines.pipeline import SDEditPipeline
 
     if model is None:
         from tests.fixtures.tiny_diffusers import tiny_sd_path

@@ -29,7 +29,7 @@ def per_access_ms(fn, number):
 def main() -> int:
     from diffusers import UNet2DConditionModel
 
-    from sdedit_engine.pipeline import SDEditPipeline
+    from sdedit_engine.pipelines.pipeline import SDEditPipeline
     from tests.fixtures.tiny_diffusers import tiny_sd_path
 
     sp = SDEditPipeline.from_pretrained(tiny_sd_path())

@@ -5,7 +5,7 @@ LoRA weight patches, ControlNet inside the conditioning, CFG, hooks, model patch
 v prediction — applies exactly as in the core samplers. The guider hands our :class:`SDEditKSampler`
 a callable ``model_wrap(x, sigma, model_options=…, seed=…)`` that returns the denoised latent in the
 k-diffusion convention, which is precisely the engine's denoiser interface; the sampling math itself
-is ``sdedit_engine.sdedit``.
+is ``sdedit_engine.core.sdedit``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from ..sdedit_engine.noise import NoiseSource, normalize_seeds
-from ..sdedit_engine.samplers import get_sampler
-from ..sdedit_engine.schedules import DiscreteSchedule
-from ..sdedit_engine.sdedit import KNOWN_NOISE_MODES, sdedit
+from ..sdedit_engine.core.noise import NoiseSource, normalize_seeds
+from ..sdedit_engine.core.samplers import get_sampler
+from ..sdedit_engine.core.schedules import DiscreteSchedule
+from ..sdedit_engine.core.sdedit import KNOWN_NOISE_MODES, sdedit
 
 
 def model_schedule(model) -> DiscreteSchedule:

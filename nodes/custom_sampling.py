@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from comfy_api.v0_0_2 import io
 
-from ..sdedit_engine.samplers import SAMPLER_NAMES
-from ..sdedit_engine.schedules import SPACINGS
-from ..sdedit_engine.sdedit import KNOWN_NOISE_MODES
+from ..sdedit_engine.core.samplers import SAMPLER_NAMES
+from ..sdedit_engine.core.schedules import SPACINGS
+from ..sdedit_engine.core.sdedit import KNOWN_NOISE_MODES
 from .backend import SDEditKSampler, model_schedule
 from .sdedit_nodes import T0_TOOLTIP
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..sdedit_engine import imaging
+from ..sdedit_engine.io import imaging
 from .backend import sdedit_latent
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from comfy_api.v0_0_2 import io
 
-from ..sdedit_engine import imaging
+from ..sdedit_engine.io import imaging
 from .editing import guide_to_bchw
 
 CATEGORY = "SDEdit/guides"

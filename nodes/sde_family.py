@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 from comfy_api.v0_0_2 import io
 
-from ..sdedit_engine import imaging
-from ..sdedit_engine.cycle import cycle_sigmas
-from ..sdedit_engine.drag import drag_iterations, guidance_ramp, parse_points, sde_drag, to_latent_points
-from ..sdedit_engine.samplers import offset_callback
-from ..sdedit_engine.sde_edits import diffedit, diffedit_mask
+from ..sdedit_engine.io import imaging
+from ..sdedit_engine.core.cycle import cycle_sigmas
+from ..sdedit_engine.core.drag import drag_iterations, guidance_ramp, parse_points, sde_drag, to_latent_points
+from ..sdedit_engine.core.samplers import offset_callback
+from ..sdedit_engine.core.sde_edits import diffedit, diffedit_mask
 from .backend import model_schedule, run_engine_loop
 from .editing import EditSettings, decode_latent, edit_images, encode_pixels, guide_to_bchw, mask_to_b1hw
 from .sdedit_nodes import T0_TOOLTIP, model_inputs

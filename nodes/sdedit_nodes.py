@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from comfy_api.v0_0_2 import io, ui
 
-from ..sdedit_engine import imaging
-from ..sdedit_engine.samplers import SAMPLER_NAMES
-from ..sdedit_engine.schedules import SPACINGS
-from ..sdedit_engine.sdedit import KNOWN_NOISE_MODES
+from ..sdedit_engine.io import imaging
+from ..sdedit_engine.core.samplers import SAMPLER_NAMES
+from ..sdedit_engine.core.schedules import SPACINGS
+from ..sdedit_engine.core.sdedit import KNOWN_NOISE_MODES
 from .editing import EditSettings, edit_images, guide_to_bchw, mask_to_b1hw
 
 CATEGORY = "SDEdit"

@@ -4,28 +4,32 @@ Backends (ComfyUI's model objects, diffusers) implement one small interface — 
 **cond) -> x0 estimate`` with ``x = x0 + σ·ε`` — and every algorithm here runs on top of it.
 """
 
-from .conversions import (
+from .core.conversions import (
     comfy_denoise_sigmas,
     comfy_denoise_to_t0,
     strength_to_t0,
     t0_to_comfy_denoise,
     t0_to_strength,
 )
-from .denoisers import Denoiser, DiscreteTimeDenoiser
-from .noise import NoiseSource, derive_seed, normalize_seeds
-from .samplers import SAMPLER_NAMES, SAMPLERS, SamplingCancelled, StepInfo, get_sampler, run_sampler
-from .schedules import SPACINGS, DiscreteSchedule
-from .sdedit import KNOWN_NOISE_MODES, MaskedDenoiser, sdedit, sdedit_sigmas
-from .tiling import TiledDenoiser, blend_tiles
+from .core.denoisers import Denoiser, DiscreteTimeDenoiser
+from .core.noise import NoiseSource, derive_seed, normalize_seeds
+from .core.samplers import SAMPLER_NAMES, SAMPLERS, SamplingCancelled, StepInfo, get_sampler, run_sampler
+from .core.schedules import SPACINGS, DiscreteSchedule
+from .core.sdedit import KNOWN_NOISE_MODES, MaskedDenoiser, sdedit, sdedit_sigmas
+from .core.tiling import TiledDenoiser, blend_tiles
 
 __version__ = "0.1.0"
+
+from . import _compat  # noqa: E402
+
+_compat.install(__name__)  # old flat module paths keep importing, with a DeprecationWarning
 
 
 def __getattr__(name):
     """``SDEditPipeline`` (the diffusers backend) is imported on first use, so the engine itself
     never pulls in diffusers or transformers (inside ComfyUI it does not need them)."""
     if name in ("SDEditPipeline", "SDEditOutput"):
-        from . import pipeline
+        from .pipelines import pipeline
 
         return getattr(pipeline, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from sdedit_engine.cycle import cycle_reconstruct, cycle_sigmas
-from sdedit_engine.drag import sde_drag
-from sdedit_engine.pipeline import SDEditPipeline
+from sdedit_engine.core.cycle import cycle_reconstruct, cycle_sigmas
+from sdedit_engine.core.drag import sde_drag
+from sdedit_engine.pipelines.pipeline import SDEditPipeline
 from tests.fixtures.tiny_diffusers import tiny_sd_path
 
 

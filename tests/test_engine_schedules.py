@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from sdedit_engine import DiscreteSchedule, DiscreteTimeDenoiser
-from sdedit_engine.analytic import GaussianMixturePrior
-from sdedit_engine.conversions import (
+from sdedit_engine.core.analytic import GaussianMixturePrior
+from sdedit_engine.core.conversions import (
     comfy_denoise_sigmas,
     comfy_denoise_to_t0,
     strength_to_t0,

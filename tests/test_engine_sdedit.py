@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from sdedit_engine import SAMPLER_NAMES, DiscreteSchedule, MaskedDenoiser, SamplingCancelled, sdedit
-from sdedit_engine.analytic import GaussianMixturePrior
-from sdedit_engine.samplers import sample_ddpm
+from sdedit_engine.core.analytic import GaussianMixturePrior
+from sdedit_engine.core.samplers import sample_ddpm
 
 SHAPE = (4, 8, 8)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sdedit_engine import NoiseSource, get_sampler, sdedit
-from sdedit_engine.analytic import GaussianMixturePrior, energy_distance
+from sdedit_engine.core.analytic import GaussianMixturePrior, energy_distance
 
 SHAPE = (4, 8, 8)
 D = 256

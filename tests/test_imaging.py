@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sdedit_engine import imaging as im
+from sdedit_engine.io import imaging as im
 
 
 def _img(h=32, w=48, seed=0):

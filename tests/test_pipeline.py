@@ -13,10 +13,10 @@ from PIL import Image
 from tests.fixtures.tiny_diffusers import (  # noqa: E402
     pickle_checkpoint, tiny_controlnet_path, tiny_lora_path, tiny_sd_path, tiny_sdxl_path, tiny_single_file_path)
 
-from sdedit_engine.imaging import ImageError  # noqa: E402
-from sdedit_engine.loading import ModelLoadError, PickleCheckpointError  # noqa: E402
-from sdedit_engine.pipeline import SDEditOutput, SDEditPipeline  # noqa: E402
-from sdedit_engine.samplers import SamplingCancelled  # noqa: E402
+from sdedit_engine.io.imaging import ImageError  # noqa: E402
+from sdedit_engine.pipelines.loading import ModelLoadError, PickleCheckpointError  # noqa: E402
+from sdedit_engine.pipelines.pipeline import SDEditOutput, SDEditPipeline  # noqa: E402
+from sdedit_engine.core.samplers import SamplingCancelled  # noqa: E402
 
 KW = dict(t0=0.6, steps=4, progress=False)
 
@@ -99,7 +99,7 @@ def test_masked_pixels_exact(pipe):
     pil = pipe(Image.fromarray(u8), mask=Image.fromarray((m[0, 0].numpy() * 255).astype(np.uint8)), prompt="x",
                seed=0, output_type="pil", mask_blur=4, **KW).images[0]
     arr = np.asarray(pil)
-    from sdedit_engine.imaging import feather_mask
+    from sdedit_engine.io.imaging import feather_mask
 
     fm = feather_mask(m, 4)[0, 0].numpy()
     assert np.array_equal(arr[fm == 0], u8[fm == 0]) and (fm == 0).sum() > 1000

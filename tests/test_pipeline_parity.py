@@ -9,8 +9,8 @@ import torch
 
 from tests.fixtures.tiny_diffusers import tiny_sd_path  # noqa: E402
 
-from sdedit_engine.pipeline import SDEditPipeline  # noqa: E402
-from sdedit_engine.samplers import get_sampler  # noqa: E402
+from sdedit_engine.pipelines.pipeline import SDEditPipeline  # noqa: E402
+from sdedit_engine.core.samplers import get_sampler  # noqa: E402
 
 PARITY_TOL = 1e-4
 

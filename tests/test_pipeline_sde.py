@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from sdedit_engine.drag import guidance_ramp
-from sdedit_engine.drag_pipeline import cycle_check
-from sdedit_engine.lora_tuning import TunedLoRA, lora_scale_ramp
-from sdedit_engine.pipeline import SDEditPipeline
-from sdedit_engine.samplers import SamplingCancelled
-from sdedit_engine.text import make_model_fn
+from sdedit_engine.core.drag import guidance_ramp
+from sdedit_engine.pipelines.drag_pipeline import cycle_check
+from sdedit_engine.pipelines.lora_tuning import TunedLoRA, lora_scale_ramp
+from sdedit_engine.pipelines.pipeline import SDEditPipeline
+from sdedit_engine.core.samplers import SamplingCancelled
+from sdedit_engine.pipelines.text import make_model_fn
 from tests.fixtures.tiny_diffusers import tiny_sd_path
 
 FAST = dict(steps=6, radius=2, progress=False, output_type="pt")

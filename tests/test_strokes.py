@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sdedit_engine.strokes import count_colors, median_kernel_for, simulate_strokes
+from sdedit_engine.io.strokes import count_colors, median_kernel_for, simulate_strokes
 
 
 def _photo(h=64, w=64):

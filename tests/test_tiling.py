@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from sdedit_engine import TiledDenoiser, blend_tiles, sdedit
-from sdedit_engine.schedules import DiscreteSchedule
-from sdedit_engine.tiling import check_tiling, ramp, tile_regions, tile_starts
+from sdedit_engine.core.schedules import DiscreteSchedule
+from sdedit_engine.core.tiling import check_tiling, ramp, tile_regions, tile_starts
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(512, 64, 16), (130, 64, 16), (64, 64, 8), (40, 64, 16), (97, 10, 3), (11, 2, 1)])

@@ -76,7 +76,7 @@ def test_node_equals_the_engine_with_the_guider_as_denoiser(comfy):
     """The node is the engine: same seed → the same latent as sdedit() over ComfyUI's CFG guider."""
     import comfy.samplers as comfy_samplers
 
-    from comfyui_sdedit.sdedit_engine import sdedit
+    from comfyui_sdedit.sdedit_engine.core import sdedit
 
     guide = _guide()
     _, latent = _run(comfy, guide, seed=9, cfg=1.0, sampler="ddpm")
@@ -130,7 +130,7 @@ def test_stroke_guide_treats_an_all_zero_mask_as_no_mask(comfy):
 
 def test_windowed_mask_grow_and_feather_matches_the_whole_image(comfy):
     from comfyui_sdedit.nodes.editing import _grow_and_feather
-    from comfyui_sdedit.sdedit_engine import imaging
+    from comfyui_sdedit.sdedit_engine.io import imaging
 
     m = torch.zeros(1, 1, 300, 400)
     m[..., 100:140, 250:330] = 1.0

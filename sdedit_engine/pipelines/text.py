@@ -4,7 +4,7 @@
 needs, using the diffusers pipeline's own ``encode_prompt`` so tokenisation, clip-skip, LoRA
 text-encoder scaling and SDXL's two encoders / pooled embeddings are exactly diffusers'.
 :func:`make_model_fn` is the network call handed to
-:class:`~sdedit_engine.denoisers.DiscreteTimeDenoiser`: classifier-free guidance (cond and uncond
+:class:`~sdedit_engine.core.denoisers.DiscreteTimeDenoiser`: classifier-free guidance (cond and uncond
 in one batch), ControlNet residuals and SDXL ``text_time`` added conditioning. The sampling math
 itself lives only in the engine.
 """
@@ -109,7 +109,7 @@ def make_model_fn(unet, guidance_scale: float = 1.0, controlnet=None, control_im
     ``guidance_scale=g`` replaces the scale of this call (CFG needs ``uncond`` in the conditioning,
     so encode the prompt with a scale != 1; g == 1 runs the conditional branch only), and
     ``lora_scale=s`` replaces the LoRA scale given to the UNet for this call. ``region=(y0, y1, x0, x1)``
-    (latent cells, from :class:`~sdedit_engine.tiling.TiledDenoiser`) says ``x_in`` is that tile: the
+    (latent cells, from :class:`~sdedit_engine.core.tiling.TiledDenoiser`) says ``x_in`` is that tile: the
     control image (pixels, ``vae_scale`` per cell) and SDXL time ids are cropped to match.
     """
     default_scale, default_lora = guidance_scale, lora_scale

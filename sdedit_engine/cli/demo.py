@@ -1,6 +1,6 @@
 """A model-free demonstration of SDEdit on the analytic Gaussian-mixture prior.
 
-``python -m sdedit_engine.demo`` prints (1) the realism–faithfulness trade-off over t0 and (2) how close
+``python -m sdedit_engine.cli.demo`` prints (1) the realism–faithfulness trade-off over t0 and (2) how close
 each sampler gets to the exact SDEdit distribution for a given number of model calls. Everything is
 exact and runs in seconds on a CPU, so it doubles as a smoke test of an installation.
 """
@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from .analytic import GaussianMixturePrior, energy_distance
-from .sdedit import sdedit
+from ..core.analytic import GaussianMixturePrior, energy_distance
+from ..core.sdedit import sdedit
 
 
 def _stroke_guide(prior: GaussianMixturePrior, seed: int) -> torch.Tensor:
@@ -50,7 +50,7 @@ def sampler_table(prior, guide, n: int, t0: float, configs) -> tuple[float, list
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sdedit_engine.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sdedit_engine.cli.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1000, help="SDEdit outputs per setting (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prior and the guide")
     args = parser.parse_args(argv)

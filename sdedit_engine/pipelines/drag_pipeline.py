@@ -1,6 +1,6 @@
 """The SDE editing family (Nie et al., ICLR 2024) on the diffusers backend: SDE-Drag, SDE inpainting
-and DiffEdit-SDE, each a thin adapter from pixels to the engine (:mod:`sdedit_engine.drag`,
-:mod:`sdedit_engine.sde_edits`) and back. Exposed as ``SDEditPipeline.drag / inpaint / diffedit``.
+and DiffEdit-SDE, each a thin adapter from pixels to the engine (:mod:`sdedit_engine.core.drag`,
+:mod:`sdedit_engine.core.sde_edits`) and back. Exposed as ``SDEditPipeline.drag / inpaint / diffedit``.
 
 Conventions shared with ``SDEditPipeline.__call__``: images are PIL / numpy / tensors in [0, 1];
 masks are 1 = editable; outside a mask the original pixels are pasted back after decoding, bit for
@@ -17,12 +17,12 @@ from typing import Any, Callable, Optional
 import torch
 from tqdm.auto import tqdm
 
-from . import imaging
-from .cycle import cycle_reconstruct, cycle_sigmas
-from .drag import DragPair, drag_iterations, guidance_ramp, parse_points, sde_drag, to_latent_points
+from ..io import imaging
+from ..core.cycle import cycle_reconstruct, cycle_sigmas
+from ..core.drag import DragPair, drag_iterations, guidance_ramp, parse_points, sde_drag, to_latent_points
 from .lora_tuning import check_tuning_options, lora_scale_ramp, tune_lora
-from .schedules import check_steps, check_t0
-from .sde_edits import diffedit as engine_diffedit, diffedit_mask, sde_inpaint
+from ..core.schedules import check_steps, check_t0
+from ..core.sde_edits import diffedit as engine_diffedit, diffedit_mask, sde_inpaint
 
 
 @dataclass
@@ -122,7 +122,7 @@ def drag(pipe, image, points, mask=None, prompt: str = "", negative_prompt: str 
     """SDE-Drag: move the content at each source point to its target point.
 
     ``points`` in image pixels (x = column, y = row): JSON text or data accepted by
-    :func:`~sdedit_engine.drag.parse_points`, or :class:`DragPair`s. They map to latent cells by
+    :func:`~sdedit_engine.core.drag.parse_points`, or :class:`DragPair`s. They map to latent cells by
     floor division by the VAE factor. ``mask`` (1 = editable) confines the change; outside it the
     original pixels are pasted back exactly (``composite``). CFG ramps linearly from about 1 near
     t = 0 up to ``guidance_scale`` at t0 (the paper's schedule), through a per-step override of the

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .samplers import SamplingCancelled
+from ..core.samplers import SamplingCancelled
 
 TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 ADAPTER_NAME = "sdedit_tuned"
@@ -77,7 +77,7 @@ class TunedLoRA:
 
 def lora_scale_ramp(steps: int, scale_min: float = 0.5) -> list[float]:
     """The paper's LoRA weight per reverse step (step 0 starts at t0), indexed like
-    :func:`~sdedit_engine.drag.guidance_ramp`: ``lam(n) = 1 − (1 − min)·(1 − cos(π·n/L))/2`` with
+    :func:`~sdedit_engine.core.drag.guidance_ramp`: ``lam(n) = 1 − (1 − min)·(1 − cos(π·n/L))/2`` with
     ``n = steps − i`` and ``L = steps − 1``, i.e. about ``scale_min`` at t0 and about 1 near t = 0."""
     n = int(steps)
     if n < 1:
@@ -123,7 +123,7 @@ def tune_lora(pipe, image, prompt: str = "", *, steps: int = 100, rank: int = 16
               adapter_name: str = ADAPTER_NAME, callback: Optional[LoRACallback] = None) -> TunedLoRA:
     """Fine-tune a LoRA on ``image`` (``(1,3,H,W)`` in [0,1], H and W multiples of the VAE factor).
 
-    ``pipe`` is an :class:`~sdedit_engine.pipeline.SDEditPipeline`. Seeded: the LoRA initialisation,
+    ``pipe`` is an :class:`~sdedit_engine.pipelines.pipeline.SDEditPipeline`. Seeded: the LoRA initialisation,
     VAE samples, timesteps and noise all come from ``seed``. ``callback(step, steps, loss)`` runs after
     every step; a truthy return cancels (the adapter is removed and ``SamplingCancelled`` raised).
     Adapters that were active before (a loaded LoRA) stay active alongside the new one.

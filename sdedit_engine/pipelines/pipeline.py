@@ -2,8 +2,8 @@
 
 The pipeline only *adapts* diffusers components to the engine: the VAE maps pixels to latents
 (scaling/shift factors applied), the text encoders and UNet become a ``model_fn`` (CFG,
-ControlNet, SDXL added conditioning; :mod:`sdedit_engine.text`), and the scheduler contributes
-only its ``alphas_cumprod`` table. ``DiscreteTimeDenoiser`` + :func:`sdedit_engine.sdedit.sdedit`
+ControlNet, SDXL added conditioning; :mod:`sdedit_engine.pipelines.text`), and the scheduler contributes
+only its ``alphas_cumprod`` table. ``DiscreteTimeDenoiser`` + :func:`sdedit_engine.core.sdedit.sdedit`
 do all the sampling, so the math is the same as in the ComfyUI nodes.
 
     pipe = SDEditPipeline.from_pretrained("path/to/sd15")      # offline, safetensors only
@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import imaging
-from .denoisers import DiscreteTimeDenoiser
+from ..io import imaging
+from ..core.denoisers import DiscreteTimeDenoiser
 from .loading import (ModelLoadError, check_lora_path, load_controlnet, load_diffusers_pipeline,
                       load_single_file_pipeline)
-from .schedules import DiscreteSchedule, check_t0
-from .sdedit import sdedit, sdedit_sigmas
+from ..core.schedules import DiscreteSchedule, check_t0
+from ..core.sdedit import sdedit, sdedit_sigmas
 from .text import TextConditioning, encode_text, make_model_fn
-from .tiling import TiledDenoiser, blend_tiles, check_tiling
+from ..core.tiling import TiledDenoiser, blend_tiles, check_tiling
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -186,7 +186,7 @@ class SDEditPipeline:
     def enable_vae_tiling(self, enabled: bool = True, tile_size: int | None = None, overlap: int | None = None) -> None:
         """Encode/decode in overlapping pixel tiles (default: the VAE's native size, ≥ 256 px; overlap ¼).
 
-        Tiles are blended straight into one preallocated output (:func:`~sdedit_engine.tiling.blend_tiles`),
+        Tiles are blended straight into one preallocated output (:func:`~sdedit_engine.core.tiling.blend_tiles`),
         so the VAE's memory follows the tile, not the image; diffusers' own tiling keeps every decoded
         tile until the end. Decoded pixels are assembled on the CPU, so the GPU holds one tile.
         """
@@ -195,7 +195,7 @@ class SDEditPipeline:
         self.vae.disable_tiling()  # ours replaces diffusers' (it would tile again inside each tile)
 
     def enable_unet_tiling(self, enabled: bool = True, tile_size: int | None = None, overlap: int | None = None) -> None:
-        """Denoise in overlapping latent tiles (:class:`~sdedit_engine.tiling.TiledDenoiser`).
+        """Denoise in overlapping latent tiles (:class:`~sdedit_engine.core.tiling.TiledDenoiser`).
 
         ``tile_size``/``overlap`` in pixels (default: the UNet's native size, ≥ 256 px; overlap ¼). For
         images far above the model's resolution: memory follows the tile. Each tile sees only its own
@@ -366,25 +366,25 @@ class SDEditPipeline:
 
     # ------------------------------------------------------------------ the SDE editing family
     def drag(self, image, points, mask=None, prompt: str = "", **kwargs):
-        """SDE-Drag (Nie et al., ICLR 2024); see :func:`sdedit_engine.drag_pipeline.drag`."""
+        """SDE-Drag (Nie et al., ICLR 2024); see :func:`sdedit_engine.pipelines.drag_pipeline.drag`."""
         from .drag_pipeline import drag
 
         return drag(self, image, points, mask, prompt, **kwargs)
 
     def inpaint(self, image, mask, prompt: str = "", **kwargs):
-        """SDE / ODE inpainting; see :func:`sdedit_engine.drag_pipeline.inpaint`."""
+        """SDE / ODE inpainting; see :func:`sdedit_engine.pipelines.drag_pipeline.inpaint`."""
         from .drag_pipeline import inpaint
 
         return inpaint(self, image, mask, prompt, **kwargs)
 
     def diffedit(self, image, source_prompt: str, target_prompt: str, mask=None, **kwargs):
-        """DiffEdit-SDE / DiffEdit-ODE; see :func:`sdedit_engine.drag_pipeline.diffedit`."""
+        """DiffEdit-SDE / DiffEdit-ODE; see :func:`sdedit_engine.pipelines.drag_pipeline.diffedit`."""
         from .drag_pipeline import diffedit
 
         return diffedit(self, image, source_prompt, target_prompt, mask, **kwargs)
 
     def tune_lora(self, image, prompt: str = "", **kwargs):
-        """Fine-tune a removable LoRA on ``image``; see :func:`sdedit_engine.lora_tuning.tune_lora`."""
+        """Fine-tune a removable LoRA on ``image``; see :func:`sdedit_engine.pipelines.lora_tuning.tune_lora`."""
         from .lora_tuning import tune_lora
 
         padded, _ = imaging.pad_to_multiple(imaging.to_tensor(image).float(), self.vae_scale_factor)

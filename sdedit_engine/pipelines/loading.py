@@ -1,4 +1,4 @@
-"""Loading diffusers models for :class:`~sdedit_engine.pipeline.SDEditPipeline`: offline first, safetensors only.
+"""Loading diffusers models for :class:`~sdedit_engine.pipelines.pipeline.SDEditPipeline`: offline first, safetensors only.
 
 Policy (issue 4):
 

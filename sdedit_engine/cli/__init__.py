@@ -97,7 +97,7 @@ def add_tiling_args(g) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from .samplers import SAMPLER_NAMES
+    from ..core.samplers import SAMPLER_NAMES
 
     g = p.add_argument_group("model")
     add_model_source_args(g)
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(b)
     b.set_defaults(func=cmd_batch)
 
-    from .cli_drag import add_commands  # SDE-Drag, DragBench, SDE inpainting, DiffEdit-SDE
+    from .drag import add_commands  # SDE-Drag, DragBench, SDE inpainting, DiffEdit-SDE
 
     add_commands(sub)
     d = sub.add_parser("demo", help="model-free demo on the analytic prior (t0 trade-off, samplers vs the exact SDEdit)")
@@ -221,7 +221,7 @@ def _device_dtype(args, device=None):
 
 
 def load_pipeline(args, device=None):
-    from .pipeline import SDEditPipeline
+    from ..pipelines.pipeline import SDEditPipeline
 
     _quiet_libraries()
     if args.control_image and not args.controlnet:
@@ -244,7 +244,7 @@ def load_pipeline(args, device=None):
 
 
 def _control(args):
-    from .imaging import load_image
+    from ..io.imaging import load_image
 
     return load_image(args.control_image) if args.control_image else None
 
@@ -284,7 +284,7 @@ def _info(args, msg: str) -> None:
 
 # --------------------------------------------------------------------------- commands
 def cmd_edit(args) -> int:
-    from .imaging import load_image, load_mask, save_image
+    from ..io.imaging import load_image, load_mask, save_image
 
     _check_writable_image(args.output)
     guide = load_image(args.guide)
@@ -299,7 +299,7 @@ def cmd_edit(args) -> int:
 
 
 def cmd_composite(args) -> int:
-    from .imaging import load_image, load_mask, paste_patch, save_image
+    from ..io.imaging import load_image, load_mask, paste_patch, save_image
 
     _check_writable_image(args.output)
     base = load_image(args.base)
@@ -316,7 +316,7 @@ def cmd_composite(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .imaging import load_image, load_mask
+    from ..io.imaging import load_image, load_mask
     from .sweep import t0_sweep
 
     guide = load_image(args.guide)
@@ -331,8 +331,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_strokes(args) -> int:
-    from .imaging import load_image, save_image
-    from .strokes import simulate_strokes
+    from ..io.imaging import load_image, save_image
+    from ..io.strokes import simulate_strokes
 
     _check_writable_image(args.output)
     if args.median is not None and (args.median < 1 or args.median % 2 == 0):
@@ -345,7 +345,7 @@ def cmd_strokes(args) -> int:
 
 
 def _find_mask(guide: Path, masks_dir: Path | None) -> Path | None:
-    from .imaging import IMAGE_EXTENSIONS
+    from ..io.imaging import IMAGE_EXTENSIONS
 
     cands = []
     for ext in IMAGE_EXTENSIONS:
@@ -358,7 +358,7 @@ def _find_mask(guide: Path, masks_dir: Path | None) -> Path | None:
 
 def batch_jobs(folder, masks=None) -> list[tuple[Path, Path | None]]:
     """(guide, mask) pairs in name order; files named ``*_mask.*`` are masks, not guides."""
-    from .imaging import list_images
+    from ..io.imaging import list_images
 
     mdir = Path(masks) if masks else None
     if mdir is not None and not mdir.is_dir():
@@ -372,7 +372,7 @@ def batch_jobs(folder, masks=None) -> list[tuple[Path, Path | None]]:
 def cmd_batch(args) -> int:
     from accelerate import PartialState
 
-    from .imaging import load_image, load_mask, save_image
+    from ..io.imaging import load_image, load_mask, save_image
 
     jobs = batch_jobs(args.folder, args.masks)
     outdir = Path(args.output)
@@ -441,8 +441,8 @@ def main(argv=None) -> int:
     except Exception as e:  # every failure is one line; tracebacks only with SDEDIT_DEBUG=1
         if debug:
             raise
-        from .imaging import ImageError
-        from .loading import ModelLoadError
+        from ..io.imaging import ImageError
+        from ..pipelines.loading import ModelLoadError
 
         known = isinstance(e, (CLIError, ImageError, ModelLoadError, ValueError, FileNotFoundError, PermissionError))
         msg = " ".join(str(e).split()) or type(e).__name__

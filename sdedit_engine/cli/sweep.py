@@ -1,7 +1,7 @@
 """t0 sweeps: the realism/faithfulness trade-off of SDEdit (paper's t0 figure; spec §2).
 
 :func:`t0_sweep` edits one guide at several t0 (and seeds) with any callable that behaves like
-:class:`~sdedit_engine.pipeline.SDEditPipeline`, and writes
+:class:`~sdedit_engine.pipelines.pipeline.SDEditPipeline`, and writes
 
 * ``grid.png`` — guide + one column per t0, one row per seed, each labelled;
 * ``l2_vs_t0.png`` — faithfulness (L2 to the guide, [0,1] pixels) against t0, one line per seed;
@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .imaging import faithfulness_l2, labelled_grid, save_image
+from ..io.imaging import faithfulness_l2, labelled_grid, save_image
 
 
 def write_csv(rows: list[dict], path) -> Path:

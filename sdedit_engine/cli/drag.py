@@ -16,7 +16,7 @@ import math
 import sys
 from pathlib import Path
 
-from .cli import CLIError, _check_writable_image, _info, _positive_int, _t0, add_model_source_args, add_tiling_args, load_pipeline
+from . import CLIError, _check_writable_image, _info, _positive_int, _t0, add_model_source_args, add_tiling_args, load_pipeline
 
 
 def _float(lo: float | None = None, hi: float | None = None, what: str = "value", open_lo: bool = False):
@@ -166,9 +166,9 @@ def _drag_kwargs(args) -> dict:
 
 # --------------------------------------------------------------------------- commands
 def cmd_drag(args) -> int:
-    from .drag import parse_points
+    from ..core.drag import parse_points
     from .dragbench import contact_row
-    from .imaging import load_image, load_mask, save_image
+    from ..io.imaging import load_image, load_mask, save_image
 
     _check_writable_image(args.output)
     if args.save_sheet:
@@ -195,8 +195,8 @@ def cmd_drag(args) -> int:
 
 def cmd_dragbench(args) -> int:
     from .dragbench import SampleError, contact_row, find_samples, load_sample, stack_rows
-    from .imaging import save_image
-    from .samplers import SamplingCancelled
+    from ..io.imaging import save_image
+    from ..core.samplers import SamplingCancelled
 
     _lora_options(args)
     outdir = Path(args.output)
@@ -260,7 +260,7 @@ def _thumb(img, max_width: int):
 
 
 def cmd_inpaint(args) -> int:
-    from .imaging import load_image, load_mask, save_image
+    from ..io.imaging import load_image, load_mask, save_image
 
     _check_writable_image(args.output)
     image = load_image(args.image)
@@ -277,7 +277,7 @@ def cmd_inpaint(args) -> int:
 
 
 def cmd_diffedit(args) -> int:
-    from .imaging import load_image, load_mask, save_image
+    from ..io.imaging import load_image, load_mask, save_image
 
     _check_writable_image(args.output)
     if args.save_mask:
