@@ -1,0 +1,122 @@
+"""The shipped landscape model as an :class:`~sdedit_engine.pipelines.pipeline.SDEditPipeline` (imports diffusers lazily).
+
+:class:`BuiltinPipeline` is the one adapter: the "VAE" is the exact pixel (un)shuffle of
+:mod:`~sdedit_engine.builtin.spec` (latent factor 2), the network a diffusers ``UNet2DModel``
+(unconditional, ε-prediction) wrapped by the engine's :class:`DiscreteTimeDenoiser` — so ``sdedit``,
+``sde_drag``, ``cycle_encode/decode``, ``sde_inpaint`` and ``diffedit`` run on it through exactly the
+code paths of a Stable Diffusion checkpoint. Prompts and guidance have nothing to condition and are
+ignored; ControlNet, LoRA and VAE tiling are refused with a message.
+
+    pipe = load_builtin()                      # offline, ~6 MB fp16 weights inside the package
+    out = pipe(guide, t0=0.5, steps=50, sampler="ddpm", seed=0)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..core.denoisers import DiscreteTimeDenoiser
+from ..core.tiling import TiledDenoiser
+from ..pipelines.loading import ModelLoadError
+from ..pipelines.pipeline import SDEditPipeline
+from ..pipelines.text import TextConditioning
+from . import spec
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+BUILTIN_NAME = "builtin"
+
+
+def load_unet(weights: str | Path | None = None, device=None):
+    """The shipped ``UNet2DModel`` in float32 (weights are stored as fp16 safetensors)."""
+    from diffusers import UNet2DModel
+
+    folder = Path(weights) if weights is not None else WEIGHTS_DIR
+    if not (folder / "diffusion_pytorch_model.safetensors").is_file():
+        raise ModelLoadError(f"built-in model weights not found in {folder} (diffusion_pytorch_model.safetensors); "
+                             "reinstall the package or train them with scripts/train_builtin.py")
+    unet = UNet2DModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    return unet.float().eval().requires_grad_(False).to(device or "cpu")
+
+
+def load_builtin(weights: str | Path | None = None, device=None):
+    """:class:`BuiltinPipeline` with the shipped weights (or a diffusers UNet folder, e.g. a training run's ``ema/``)."""
+    return BuiltinPipeline(load_unet(weights, device), device)
+
+
+class BuiltinPipeline(SDEditPipeline):
+    """SDEdit and the SDE editing family on the shipped unconditional 64² landscape model."""
+
+    def __init__(self, unet, device=None):  # noqa: D401 - no diffusers pipeline object behind it
+        self.pipe = None
+        self._unet = unet
+        self.controlnet = None
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self._unet.to(self.device)
+        self.lora_scale = None
+        self.vae_tiling: Optional[tuple[int, int]] = None
+        self.unet_tiling: Optional[tuple[int, int]] = None
+        self.schedule = spec.schedule()
+        self.prediction_type = spec.PREDICTION_TYPE
+        self.vae_scale_factor = spec.LATENT_FACTOR
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self._unet.parameters())
+        return f"BuiltinPipeline(landscapes 64², {n / 1e6:.2f} M params, unshuffle x{spec.LATENT_FACTOR}, device={self.device})"
+
+    def to(self, device):
+        self.device = torch.device(device)
+        self._unet.to(self.device)
+        return self
+
+    @property
+    def unet(self):
+        return self._unet
+
+    @property
+    def vae(self):
+        return None
+
+    @property
+    def is_xl(self) -> bool:
+        return False
+
+    def set_controlnet(self, controlnet, allow_download: bool = False) -> None:
+        if controlnet is not None:
+            raise ModelLoadError("the built-in model takes no ControlNet")
+
+    def load_lora_weights(self, path, scale: float = 1.0, adapter_name: str | None = None) -> None:
+        raise ModelLoadError("the built-in model takes no LoRA (it is a plain UNet2DModel)")
+
+    def unload_lora_weights(self) -> None:
+        self.lora_scale = None
+
+    def enable_vae_tiling(self, enabled: bool = True, tile_size: int | None = None, overlap: int | None = None) -> None:
+        if enabled:
+            raise ValueError("vae tiling: the built-in model has no VAE (its latent is an exact pixel unshuffle)")
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return spec.encode(images.float()).to(self.device)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return spec.decode(latents.float())
+
+    def encode_prompt(self, prompt, negative_prompt, n: int, guidance_scale: float, height: int, width: int):
+        # unconditional model: a placeholder batched like the latents, ignored by the model function
+        return TextConditioning(cond=torch.zeros(n, 1, device=self.device))
+
+    def make_denoiser(self, guidance_scale: float = 7.5, control_image=None, control_scale: float = 1.0):
+        if control_image is not None:
+            raise ValueError("control_image: the built-in model takes no ControlNet")
+        unet = self._unet
+
+        def model_fn(x_in, t, **_ignored):
+            return unet(x_in.to(unet.dtype), t.to(x_in.device)).sample
+
+        den = DiscreteTimeDenoiser(model_fn, self.schedule, self.prediction_type)
+        return den if self.unet_tiling is None else TiledDenoiser(den, *self.unet_tiling, region_arg="region")
+
