@@ -23,7 +23,7 @@ import torch
 def make_runs(steps: int, latent: int):
     from diffusers import DDPMScheduler
 
-    from sdedit_engine.core import sdedit
+    from sdedit_engine import sdedit
     from sdedit_engine.core.denoisers import DiscreteTimeDenoiser
     from sdedit_engine.core.schedules import DiscreteSchedule
 

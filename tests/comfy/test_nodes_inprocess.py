@@ -76,7 +76,7 @@ def test_node_equals_the_engine_with_the_guider_as_denoiser(comfy):
     """The node is the engine: same seed → the same latent as sdedit() over ComfyUI's CFG guider."""
     import comfy.samplers as comfy_samplers
 
-    from comfyui_sdedit.sdedit_engine.core import sdedit
+    from comfyui_sdedit.sdedit_engine import sdedit
 
     guide = _guide()
     _, latent = _run(comfy, guide, seed=9, cfg=1.0, sampler="ddpm")
