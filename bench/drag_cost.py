@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sdedit_engine import DiscreteSchedule  # noqa: E402
 from sdedit_engine.core.analytic import GaussianMixturePrior  # noqa: E402
 from sdedit_engine.core.cycle import cycle_reconstruct, cycle_sigmas  # noqa: E402
+from sdedit_engine.core.denoisers import CountingDenoiser  # noqa: E402
 from sdedit_engine.core.drag import guidance_ramp, sde_drag  # noqa: E402
 
 OFFICIAL_EVALS = 480  # 120 steps × batch 4 per drag iteration
@@ -46,15 +47,6 @@ T0 = 0.6
 def corr(a, b):
     a, b = a.flatten() - a.mean(), b.flatten() - b.mean()
     return float((a * b).sum() / (a.norm() * b.norm()))
-
-
-class Counter:
-    def __init__(self, den):
-        self.den, self.calls, self.schedule = den, 0, den.schedule
-
-    def __call__(self, x, sigma, **cond):
-        self.calls += 1
-        return self.den(x, sigma, **cond)
 
 
 def main(argv=None) -> int:
@@ -125,7 +117,7 @@ def main(argv=None) -> int:
 
         def one(steps):
             ramp = guidance_ramp(g, steps)
-            den = Counter(den_cfg)
+            den = CountingDenoiser(den_cfg)
             evals[0] = 0
             t = time.perf_counter()
             with torch.no_grad():

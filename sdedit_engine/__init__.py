@@ -11,9 +11,9 @@ from .core.conversions import (
     t0_to_comfy_denoise,
     t0_to_strength,
 )
-from .core.denoisers import Denoiser, DiscreteTimeDenoiser
+from .core.denoisers import CountingDenoiser, Denoiser, DiscreteTimeDenoiser
 from .core.noise import NoiseSource, derive_seed, normalize_seeds
-from .core.samplers import SAMPLER_NAMES, SAMPLERS, SamplingCancelled, StepInfo, get_sampler, run_sampler
+from .core.samplers import SAMPLER_NAMES, SAMPLERS, SamplingCancelled, Stepper, StepInfo, get_sampler, run_sampler
 from .core.schedules import SPACINGS, DiscreteSchedule
 from .core.sdedit import KNOWN_NOISE_MODES, MaskedDenoiser, sdedit, sdedit_sigmas
 from .core.tiling import TiledDenoiser, blend_tiles
@@ -36,6 +36,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "CountingDenoiser",
     "DiscreteSchedule",
     "DiscreteTimeDenoiser",
     "Denoiser",
@@ -49,6 +50,7 @@ __all__ = [
     "SPACINGS",
     "SamplingCancelled",
     "StepInfo",
+    "Stepper",
     "TiledDenoiser",
     "blend_tiles",
     "comfy_denoise_sigmas",

@@ -18,15 +18,17 @@ from typing import Optional, Sequence
 
 import torch
 
+from .denoisers import CountingDenoiser
 from .schedules import DiscreteSchedule
 
 
-class GaussianMixturePrior:
+class GaussianMixturePrior(CountingDenoiser):
     """A Gaussian-mixture prior over tensors of ``shape`` that acts as an exact σ-space denoiser.
 
     Calling the object is the denoiser: ``prior(x, sigma) -> E[x0 | x]``; ``schedule`` (the plain linear
     DDPM table by default, like the official SDEdit code) turns t0 into σ. ``calls`` counts denoiser
-    calls, so callers can check how many model evaluations a method spends.
+    calls (it is a :class:`~sdedit_engine.core.denoisers.CountingDenoiser`), so callers can check how
+    many model evaluations a method spends.
     """
 
     def __init__(
@@ -44,7 +46,7 @@ class GaussianMixturePrior:
         w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.weights = w / w.sum()
         self.schedule = schedule if schedule is not None else DiscreteSchedule.linear()
-        self.calls = 0
+        super().__init__()
 
     @classmethod
     def random(
@@ -77,8 +79,8 @@ class GaussianMixturePrior:
         logits = self.weights.to(xf.device).log()[None] - 0.5 * self.dim * var.log() - 0.5 * sq / var
         return logits - torch.logsumexp(logits, dim=1, keepdim=True)
 
-    def __call__(self, x: torch.Tensor, sigma, **_: object) -> torch.Tensor:
-        self.calls += 1
+    def denoise(self, x: torch.Tensor, sigma, **_: object) -> torch.Tensor:
+        """The exact ``E[x0 | x_σ]`` (calling the prior counts the call and returns this)."""
         xf = self._flat(x)
         sig = torch.as_tensor(sigma, dtype=torch.float64, device=xf.device).reshape(-1, 1).expand(xf.shape[0], 1)
         w = self.log_component_weights(x, sig).exp()  # (B, K)

@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from .noise import NoiseSource, normalize_seeds
-from .samplers import Callback, SamplingCancelled, StepInfo, _sigma_batch, ancestral_mean, ancestral_std
+from .samplers import Callback, ExtraArgsFn, Stepper, ancestral_mean, ancestral_std
 from .schedules import check_steps, check_t0
 from .validation import check_finite_tensor, check_mask
-
-ExtraArgsFn = Callable[[int], dict]
 
 
 @dataclass
@@ -69,13 +67,6 @@ def _check_levels(sigmas) -> list[float]:
     return levels
 
 
-def _step_args(extra_args: Optional[dict], extra_args_fn: Optional[ExtraArgsFn], i: int) -> dict:
-    args = dict(extra_args or {})
-    if extra_args_fn is not None:
-        args.update(extra_args_fn(i))
-    return args
-
-
 def forward_noise(x0: torch.Tensor, sigmas, seed: int | Sequence[int] = 0, stream: str = "cycle/forward") -> list[torch.Tensor]:
     """Forward-noise the clean latent up the levels with fresh noise; returns states aligned with ``sigmas``."""
     levels = _check_levels(sigmas)
@@ -103,11 +94,11 @@ def cycle_encode(
     x0 = check_finite_tensor("x0", x0, min_ndim=2)
     levels = _check_levels(sigmas)
     states = forward_noise(x0, levels, seed, stream)
+    run = Stepper(denoiser, levels, callback, extra_args, extra_args_fn=extra_args_fn, what="Cycle-SDE recording")
     noises = []
-    for i, (s, s_next) in enumerate(zip(levels, levels[1:])):
-        d = denoiser(states[i], _sigma_batch(x0, s), **_step_args(extra_args, extra_args_fn, i))
-        if callback is not None and callback(StepInfo(i, len(levels) - 1, states[i], d, s, s_next)):
-            raise SamplingCancelled(f"Cycle-SDE recording cancelled at step {i + 1}/{len(levels) - 1}")
+    for i, s, s_next in run.steps():
+        d = run.denoise(states[i], s, i)
+        run.report(i, states[i], d, s, s_next)
         noises.append((states[i + 1] - ancestral_mean(d, states[i], s, s_next)) / ancestral_std(s, s_next))
     return CycleTrajectory(levels, states, noises)
 
@@ -133,11 +124,10 @@ def cycle_decode(
     if z.shape != trajectory.start.shape:
         raise ValueError(f"z has shape {tuple(z.shape)} but the trajectory holds {tuple(trajectory.start.shape)}")
     mask = check_mask(mask, z)
-    levels = trajectory.sigmas
-    for i, (s, s_next) in enumerate(zip(levels, levels[1:])):
-        d = denoiser(z, _sigma_batch(z, s), **_step_args(extra_args, extra_args_fn, i))
-        if callback is not None and callback(StepInfo(i, trajectory.steps, z, d, s, s_next)):
-            raise SamplingCancelled(f"Cycle-SDE cancelled at step {i + 1}/{trajectory.steps}")
+    run = Stepper(denoiser, trajectory.sigmas, callback, extra_args, extra_args_fn=extra_args_fn, what="Cycle-SDE")
+    for i, s, s_next in run.steps():
+        d = run.denoise(z, s, i)
+        run.report(i, z, d, s, s_next)
         w = trajectory.noises[i]
         if fresh_noise_in_mask is not None and mask is not None:
             w = mask * fresh_noise_in_mask() + (1 - mask) * w

@@ -28,6 +28,36 @@ class Denoiser(Protocol):
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor: ...
 
 
+class CountingDenoiser:
+    """Counts denoiser calls: the real number of function evaluations (NFE) a method spends, whatever
+    its number of stages, CFG passes or repeats.
+
+    ``CountingDenoiser(denoiser)`` wraps any denoiser and forwards its other attributes (``schedule``
+    …); ``calls`` is the count so far (set it to 0 to start again). A denoiser class may instead
+    subclass it with ``denoiser=None`` and implement :meth:`denoise`, so it counts its own calls
+    (:class:`~sdedit_engine.core.analytic.GaussianMixturePrior` does).
+    """
+
+    def __init__(self, denoiser: Callable[..., torch.Tensor] | None = None):
+        self.denoiser = denoiser
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
+        self.calls += 1
+        return self.denoise(x, sigma, **cond)
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
+        if self.denoiser is None:
+            raise NotImplementedError(f"{type(self).__name__} wraps no denoiser and does not implement denoise()")
+        return self.denoiser(x, sigma, **cond)
+
+    def __getattr__(self, name: str):
+        inner = self.__dict__.get("denoiser")
+        if inner is None or name.startswith("__"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(inner, name)
+
+
 class DiscreteTimeDenoiser:
     """Wrap ``model_fn(x_in, t, **cond) -> ε or v`` of a discrete VP model as a σ-space denoiser.
 

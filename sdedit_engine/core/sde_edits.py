@@ -18,7 +18,7 @@ import torch
 
 from .cycle import CycleTrajectory, cycle_decode, cycle_encode, cycle_sigmas
 from .noise import NoiseSource, normalize_seeds
-from .samplers import Callback, SamplingCancelled, StepInfo, _sigma_batch, offset_callback
+from .samplers import Callback, Stepper, offset_callback
 from .sdedit import sdedit
 from .validation import check_finite_tensor, check_mask
 
@@ -57,24 +57,21 @@ def ddim_invert(
 ) -> CycleTrajectory:
     """DDIM inversion up the (descending) levels: each step re-uses D at the lower level (the usual
     approximation, whose error is why the ODE twin does not reconstruct exactly)."""
-    levels = [float(s) for s in torch.as_tensor(sigmas).flatten().tolist()]
+    run = Stepper(denoiser, torch.as_tensor(sigmas).flatten().flip(0), callback, extra_args, what="DDIM inversion")
     states = [x0]
-    n = len(levels) - 1
-    for k, (lo, hi) in enumerate(zip(reversed(levels[1:]), reversed(levels[:-1]))):
+    for k, lo, hi in run.steps():  # ascending: σ_k → σ_{k+1} > σ_k
         z = states[-1]
-        d = denoiser(z, _sigma_batch(z, lo), **(extra_args or {}))
-        if callback is not None and callback(StepInfo(k, n, z, d, lo, hi)):
-            raise SamplingCancelled(f"DDIM inversion cancelled at step {k + 1}/{n}")
+        d = run.denoise(z, lo, k)
+        run.report(k, z, d, lo, hi)
         states.append(d + (hi / lo) * (z - d))
-    return CycleTrajectory(levels, states[::-1])
+    return CycleTrajectory(run.sigmas[::-1], states[::-1])
 
 
 def _ddim_decode(denoiser, z, traj: CycleTrajectory, mask, extra_args, callback):
-    levels = traj.sigmas
-    for i, (s, s_next) in enumerate(zip(levels, levels[1:])):
-        d = denoiser(z, _sigma_batch(z, s), **(extra_args or {}))
-        if callback is not None and callback(StepInfo(i, traj.steps, z, d, s, s_next)):
-            raise SamplingCancelled(f"DDIM cancelled at step {i + 1}/{traj.steps}")
+    run = Stepper(denoiser, traj.sigmas, callback, extra_args, what="DDIM")
+    for i, s, s_next in run.steps():
+        d = run.denoise(z, s, i)
+        run.report(i, z, d, s, s_next)
         z = d + (s_next / s) * (z - d)
         if mask is not None:
             z = mask * z + (1 - mask) * traj.states[i + 1]
@@ -138,16 +135,17 @@ def diffedit_mask(
     schedule = getattr(denoiser, "schedule", None)
     if schedule is None:
         raise ValueError("the denoiser has no schedule to turn t0 into sigma")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer (noise draws), got {repeats!r}")
     sigma = schedule.t0_to_sigma(t0)
     noise = NoiseSource.like(latent, normalize_seeds(seed, latent.shape[0]), stream="diffedit/mask")
+    run = Stepper(denoiser, [sigma] * (repeats + 1), callback, what="DiffEdit mask", unit="draw")
     diff = torch.zeros_like(latent[:, :1])
-    for k in range(int(repeats)):
+    for k, _, _ in run.steps():  # one draw per "step", all at σ(t0)
         z = latent + sigma * noise()
-        s = _sigma_batch(z, sigma)
-        d_src = denoiser(z, s, **source_args)
-        d_tgt = denoiser(z, s, **target_args)
-        if callback is not None and callback(StepInfo(k, int(repeats), z, d_tgt, sigma, sigma)):
-            raise SamplingCancelled(f"DiffEdit mask cancelled at draw {k + 1}/{repeats}")
+        d_src = run.denoise(z, sigma, extra_args=source_args)
+        d_tgt = run.denoise(z, sigma, extra_args=target_args)
+        run.report(k, z, d_tgt, sigma, sigma)
         diff += (d_src - d_tgt).abs().mean(dim=1, keepdim=True)
     flat = diff.flatten(1)
     lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..io import imaging
 from ..core.cycle import cycle_reconstruct, cycle_sigmas
+from ..core.denoisers import CountingDenoiser
 from ..core.drag import DragPair, drag_iterations, guidance_ramp, parse_points, sde_drag, to_latent_points
 from .lora_tuning import check_tuning_options, lora_scale_ramp, tune_lora
 from ..core.schedules import check_steps, check_t0
@@ -41,15 +42,6 @@ class EditOutput:
     latent_pairs: Optional[list] = None  # drag: latent cells
     iterations: int = 0  # drag: number of drag moves
     lora_losses: Optional[list] = None  # drag with lora_tuning
-
-
-class _Counting:
-    def __init__(self, denoiser):
-        self.denoiser, self.schedule, self.calls = denoiser, denoiser.schedule, 0
-
-    def __call__(self, x, sigma, **cond):
-        self.calls += 1
-        return self.denoiser(x, sigma, **cond)
 
 
 def _progress(total: int, desc: str, enabled: bool, callback: Optional[Callable]):
@@ -179,7 +171,7 @@ def drag(pipe, image, points, mask=None, prompt: str = "", negative_prompt: str 
             return {"guidance_scale": ramp[i]}
 
         cond = pipe.encode_prompt(prompt, negative_prompt, 1, max(ramp), padded.shape[-2], padded.shape[-1])
-        den = _Counting(pipe.make_denoiser(guidance_scale))
+        den = CountingDenoiser(pipe.make_denoiser(guidance_scale))
         with torch.no_grad():
             out = sde_drag(den, latent, cells, mask=lmask, sigmas=levels, step_size=step_size, radius=radius,
                            beta=beta, alpha=alpha, seed=seed, extra_args=cond.as_extra_args(),
@@ -235,7 +227,7 @@ def inpaint(pipe, image, mask, prompt: str = "", negative_prompt: str | None = N
     pm, _ = imaging.pad_to_multiple(pmask, pipe.vae_scale_factor)
     lmask = imaging.latent_mask(pm, tuple(latent.shape[-2:]), mode="max").to(latent.device, latent.dtype)
     cond = pipe.encode_prompt(prompt, negative_prompt, 1, guidance_scale, padded.shape[-2], padded.shape[-1])
-    den = _Counting(pipe.make_denoiser(guidance_scale))
+    den = CountingDenoiser(pipe.make_denoiser(guidance_scale))
     bar, on_step = _progress(steps, f"inpaint-{mode}", progress, callback)
     try:
         with torch.no_grad():
@@ -271,7 +263,7 @@ def diffedit(pipe, image, source_prompt: str, target_prompt: str, mask=None, neg
     h, w = padded.shape[-2:]
     src = pipe.encode_prompt(source_prompt, negative_prompt, 1, guidance_scale, h, w).as_extra_args()
     tgt = pipe.encode_prompt(target_prompt, negative_prompt, 1, guidance_scale, h, w).as_extra_args()
-    den = _Counting(pipe.make_denoiser(guidance_scale))
+    den = CountingDenoiser(pipe.make_denoiser(guidance_scale))
     draws = 0 if lmask is not None else check_steps(mask_repeats, "mask_repeats")
     bar, on_step = _progress(2 * steps + draws, f"diffedit-{mode}", progress, callback)
     try:

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import imaging
-from ..core.denoisers import DiscreteTimeDenoiser
+from ..core.denoisers import CountingDenoiser, DiscreteTimeDenoiser
 from .loading import (ModelLoadError, check_lora_path, load_controlnet, load_diffusers_pipeline,
                       load_single_file_pipeline)
 from ..core.schedules import DiscreteSchedule, check_t0
@@ -73,17 +73,6 @@ def _seeds(seed, generator, n: int) -> list[int]:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     return [int(seed) + i for i in range(n)]
-
-
-class _CountingDenoiser:
-    """Counts denoiser calls (the real NFE, whatever the sampler's number of stages)."""
-
-    def __init__(self, denoiser):
-        self.denoiser, self.schedule, self.calls = denoiser, denoiser.schedule, 0
-
-    def __call__(self, x, sigma, **cond):
-        self.calls += 1
-        return self.denoiser(x, sigma, **cond)
 
 
 class SDEditPipeline:
@@ -335,7 +324,7 @@ class SDEditPipeline:
             ctrl = ctrl.expand(n_in, -1, -1, -1).repeat_interleave(num_images, dim=0).to(self.device)
         cond = conditioning if conditioning is not None else \
             self.encode_prompt(prompt, negative_prompt, b, guidance_scale, ph, pw)
-        denoiser = _CountingDenoiser(self.make_denoiser(guidance_scale, ctrl, controlnet_conditioning_scale))
+        denoiser = CountingDenoiser(self.make_denoiser(guidance_scale, ctrl, controlnet_conditioning_scale))
         grid = sigmas if sigmas is not None else sdedit_sigmas(self.schedule, t0, steps, spacing)
         n_steps = len(grid) - 1
 
