@@ -12,6 +12,7 @@ from .core.conversions import (
     t0_to_strength,
 )
 from .core.denoisers import CountingDenoiser, Denoiser, DiscreteTimeDenoiser
+from .core.flow import FlowDenoiser, FlowSchedule
 from .core.noise import NoiseSource, derive_seed, normalize_seeds
 from .core.samplers import SAMPLER_NAMES, SAMPLERS, SamplingCancelled, Stepper, StepInfo, get_sampler, run_sampler
 from .core.schedules import SPACINGS, DiscreteSchedule
@@ -39,6 +40,8 @@ __all__ = [
     "CountingDenoiser",
     "DiscreteSchedule",
     "DiscreteTimeDenoiser",
+    "FlowDenoiser",
+    "FlowSchedule",
     "Denoiser",
     "KNOWN_NOISE_MODES",
     "MaskedDenoiser",

@@ -91,6 +91,27 @@ class GaussianMixturePrior(CountingDenoiser):
         d = (w * coef_x).sum(1, keepdim=True) * xf + (w * coef_mu) @ mu
         return d.reshape(x.shape).to(x.dtype)
 
+    def flow_denoise(self, x: torch.Tensor, s, **_: object) -> torch.Tensor:
+        """The exact denoiser of the same prior in flow coordinates ``x_s = (1 − s)·x0 + s·ε``, s ∈ [0, 1].
+
+        Written directly in those coordinates (not through the S = s/(1 − s) bridge, so it can check
+        it): component k gives x_s ~ N((1 − s)μ_k, v_k I) with v_k = (1 − s)²s_k² + s², and
+        ``E[x0 | x_s, k] = μ_k + (1 − s)s_k²/v_k·(x_s − (1 − s)μ_k)``. Defined at s = 1 (returns the
+        prior mean there)."""
+        self.calls += 1
+        xf = self._flat(x)
+        sv = torch.as_tensor(s, dtype=torch.float64, device=xf.device).reshape(-1, 1).expand(xf.shape[0], 1)
+        a = 1.0 - sv
+        s2 = self.stds.to(xf.device)[None, :] ** 2
+        var = a * a * s2 + sv * sv  # (B, K)
+        mu = self.means.reshape(len(self.stds), self.dim).to(xf.device)
+        sq = ((xf[:, None, :] - a[:, :, None] * mu[None]) ** 2).sum(-1)  # |x − (1 − s)μ_k|²
+        logits = self.weights.to(xf.device).log()[None] - 0.5 * self.dim * var.log() - 0.5 * sq / var
+        w = (logits - torch.logsumexp(logits, dim=1, keepdim=True)).exp()
+        gain = a * s2 / var  # (B, K)
+        d = (w * gain).sum(1, keepdim=True) * xf + (w * (1.0 - a * gain)) @ mu
+        return d.reshape(x.shape).to(x.dtype)
+
     # -- exact sampling ------------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """n draws from the prior and their component labels."""

@@ -5,8 +5,10 @@ a tensor of shape (B,) and ``denoised`` an estimate of ``x0``. ComfyUI's sampler
 such a function; :class:`DiscreteTimeDenoiser` turns an ε- or v-prediction network over a discrete
 ``alphas_cumprod`` table (diffusers UNets, the official pixel DDPM) into one.
 
-A denoiser may expose ``schedule`` (a :class:`~sdedit_engine.core.schedules.DiscreteSchedule`, or later a
-flow schedule with ``kind = "flow"``), which SDEdit uses to turn t0 into σ and to build σ grids.
+A denoiser may expose ``schedule`` (a :class:`~sdedit_engine.core.schedules.DiscreteSchedule`, or a
+:class:`~sdedit_engine.core.flow.FlowSchedule` with ``kind = "flow"``), which SDEdit uses to turn t0
+into σ and to build σ grids. Flow-matching (velocity) models become denoisers through
+:class:`~sdedit_engine.core.flow.FlowDenoiser`.
 """
 
 from __future__ import annotations

@@ -109,9 +109,19 @@ def drag_iterations(max_distance: float, step_size: float) -> int:
     return m + 1 if abs(max_distance / (m + 1) - step_size) < abs(max_distance / m - step_size) else m
 
 
-def guidance_ramp(scale: float, steps: int) -> list[float]:
-    """The paper's CFG schedule per reverse step: ≈ ``scale`` at t0 falling linearly to ≈ 1 near t = 0."""
+def guidance_ramp(scale: float, steps: int, guidance_distilled: bool = False) -> list[float]:
+    """The paper's CFG schedule per reverse step: ≈ ``scale`` at t0 falling linearly to ≈ 1 near t = 0.
+
+    On a guidance-distilled model (Flux-dev/schnell: no true CFG, guidance is a model input) the ramp
+    is a no-op: every step runs at CFG 1 (one model call), and the guidance input keeps the value the
+    user set (ComfyUI ``FluxGuidance``, diffusers ``guidance_scale``) at every level. It is not mapped
+    onto the guidance input: that input is a distilled conditioning, not an extrapolation weight, and
+    low values of it (the ramp's end near 1) give washed-out images on Flux-dev. Recording and replay
+    see the same constant input, as Cycle-SDE's exactness requires.
+    """
     n = check_steps(steps)
+    if guidance_distilled:
+        return [1.0] * n
     if n == 1:
         return [float(scale)]
     return [1.0 + (scale - 1.0) * (n - i) / (n - 1) for i in range(n)]

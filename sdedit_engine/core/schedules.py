@@ -5,8 +5,9 @@ pixel DDPM) is described by its ``alphas_cumprod`` table ᾱ_i; its σ-table is
 ``σ_i = sqrt((1 − ᾱ_i) / ᾱ_i)``. The schedule owns the σ ↔ timestep map and the σ grids the samplers
 walk, so the sampling math never needs to know which library the model came from.
 
-Flow-matching models (``x = (1 − σ)·x0 + σ·ε``, σ ∈ [0, 1]) will get their own schedule class with
-``kind = "flow"``; samplers check ``kind`` and refuse what they do not support.
+Flow-matching models (``x = (1 − s)·x0 + s·ε``, s ∈ [0, 1]) have their own schedule class,
+:class:`~sdedit_engine.core.flow.FlowSchedule` (``kind = "flow"``), whose engine-facing σ is
+S = s/(1 − s), so the samplers need no flow-specific code.
 """
 
 from __future__ import annotations
