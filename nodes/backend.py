@@ -60,11 +60,10 @@ class SDEditKSampler(comfy.samplers.KSAMPLER):
         guide = latent_image if latent_image is not None else torch.zeros_like(noise)
         args = {k: v for k, v in extra_args.items() if k != "denoise_mask"}
         mask = denoise_mask.to(guide.dtype) if denoise_mask is not None else None
-        total = self.repeats * (len(sigmas) - 1)
 
         def report(info):
             if callback is not None:  # progress bar, latent preview and the interrupt check
-                callback(info.step, info.denoised, info.x, total)
+                callback(info.step, info.denoised, info.x, info.total)
 
         x = sdedit(
             model_wrap,
@@ -110,7 +109,7 @@ def sdedit_latent(
     noise = NoiseSource(seeds, latent.shape, stream="init/0").draw()
     guider = _guider(model, positive, negative, cfg)
     return _sample(guider, model, noise, latent, SDEditKSampler(sampler_name, repeats, known_noise), sigmas,
-                   repeats * steps, seed, mask)
+                   repeats * (len(sigmas) - 1), seed, mask)
 
 
 class PromptSwitchGuider(comfy.samplers.CFGGuider):

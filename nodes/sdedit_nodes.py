@@ -18,7 +18,8 @@ T0_TOOLTIP = (
     "Noise level to start from, as in the SDEdit paper: 0 keeps the guide, 1 is pure noise. "
     "Small t0 = faithful to your strokes, large t0 = more realistic. It is a noise level "
     "(sigma of timestep round(t0*1000)-1), NOT KSampler's 'denoise', whose noise level depends on the "
-    "scheduler (denoise 0.5 with karras is a much weaker edit). Typical: 0.3-0.6."
+    "scheduler (denoise 0.5 with karras is a much weaker edit). Typical: 0.3-0.6. Below 0.0015 (one "
+    "timestep) the edit is a single denoise at the lowest noise level, whatever 'steps' says."
 )
 
 

@@ -109,6 +109,22 @@ def test_sweep_writes_grid_plot_and_csv(files, tmp_path, capsys):
     assert len(list(outdir.glob("t0-*_seed-*.png"))) == 6
 
 
+@pytest.mark.parametrize("sampler", ["ddpm", "euler_maruyama", "dpmpp_2m_sde", "ddim", "dpmpp_2m"])
+def test_every_sampler_edits_at_t0_one_over_T_and_at_t0_one(files, tmp_path, capsys, sampler):
+    """t0 = 0.001 (the paper's 1/T) is one denoise at σ_min, never a grid of repeated σ (issue 14.1)."""
+    g = np.asarray(Image.open(files / "guide.png")).astype(int)
+    for t0, steps, nfe in (("0.001", "4", 1), ("1", "4", 4)):
+        out = tmp_path / f"{sampler}-{t0}.png"
+        rc, so, err = run(["edit", files / "guide.png", "--model", tiny_sd_path(), "--t0", t0, "--steps", steps,
+                           "--sampler", sampler, "-o", out], capsys)
+        assert rc == 0, err
+        assert f"steps={nfe} " in err and f"NFE={nfe}" in err, err
+        o = np.asarray(Image.open(out)).astype(int)
+        assert o.shape == g.shape
+        if t0 == "0.001":
+            assert "sigma0=0.0292" in err  # SD's lowest table σ
+
+
 def test_strokes_command(files, tmp_path, capsys):
     out = tmp_path / "strokes.png"
     rc, _, err = run(["strokes", files / "guide.png", "--colors", "5", "-o", out], capsys)

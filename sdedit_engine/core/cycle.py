@@ -52,8 +52,20 @@ class CycleTrajectory:
 
 
 def cycle_sigmas(schedule, t0: float = 0.6, steps: int = 120) -> torch.Tensor:
-    """``steps + 1`` descending levels from σ(t0) to the table's lowest σ (> 0), uniform in timestep."""
-    return schedule.sigma_grid(check_t0(t0), check_steps(steps) + 1)[:-1]
+    """``steps + 1`` descending levels from σ(t0) to the table's lowest σ (> 0), uniform in timestep.
+
+    The clean input sits at the lowest level, so σ(t0) must lie above it: t0 ≥ 1.5/T (no repeated σ,
+    see :meth:`DiscreteSchedule.sigma_grid`).
+    """
+    levels = schedule.sigma_grid(check_t0(t0), check_steps(steps) + 1)[:-1]
+    if levels.numel() < 2:
+        T = getattr(schedule, "num_timesteps", None)
+        least = f"; use t0 >= {2 / T:g}" if T else ""
+        raise ValueError(
+            f"t0 = {t0:g} is the schedule's lowest noise level, where the clean input already sits: "
+            f"Cycle-SDE (SDE-Drag, SDE inpainting, DiffEdit) needs at least one step above it{least}"
+        )
+    return levels
 
 
 def _check_levels(sigmas) -> list[float]:

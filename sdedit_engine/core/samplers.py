@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .noise import NoiseSource, normalize_seeds
+from .validation import check_sigmas
 
 
 class SamplingCancelled(RuntimeError):
@@ -110,6 +111,12 @@ class Stepper:
         self.total = len(self.sigmas) - 1
         self.what, self.unit = what, unit
 
+    @classmethod
+    def reverse(cls, denoiser, sigmas, callback: Optional[Callback] = None, extra_args: Optional[dict] = None):
+        """A reverse sampler's run: ``sigmas`` go through :func:`check_sigmas` (descending, no repeated
+        σ — a zero-length step is dropped, where the multistep solvers' h = 0 would divide by zero)."""
+        return cls(denoiser, check_sigmas(sigmas).tolist(), callback, extra_args)
+
     def steps(self):
         """``(i, σ_i, σ_{i+1})`` for every step."""
         return ((i, self.sigmas[i], self.sigmas[i + 1]) for i in range(self.total))
@@ -153,7 +160,7 @@ def euler_maruyama_std(s: float, s_next: float) -> float:
 
 def _first_order_sde(noise_std, denoiser, x, sigmas, noise_sampler, callback, extra_args):
     """x_s = posterior mean + noise_std(σ_t, σ_s)·z; a step to σ = 0 returns D."""
-    run = Stepper(denoiser, sigmas, callback, extra_args)
+    run = Stepper.reverse(denoiser, sigmas, callback, extra_args)
     noise = _default_noise(x, noise_sampler)
     for i, s, s_next in run.steps():
         d = run.denoise(x, s, i)
@@ -181,7 +188,7 @@ def sample_dpmpp_2m_sde(denoiser, x, sigmas, *, noise_sampler=None, callback=Non
     (r ≪ 1), where the extrapolation amplifies noise — on the analytic prior it inflated the output
     variance by 57% at 20 steps, against 5% with the first-order final step.
     """
-    run = Stepper(denoiser, sigmas, callback, extra_args)
+    run = Stepper.reverse(denoiser, sigmas, callback, extra_args)
     noise = _default_noise(x, noise_sampler)
     d_prev, h_prev = None, None
     for i, s, s_next in run.steps():
@@ -203,7 +210,7 @@ def sample_dpmpp_2m_sde(denoiser, x, sigmas, *, noise_sampler=None, callback=Non
 
 def sample_ddim(denoiser, x, sigmas, *, noise_sampler=None, callback=None, extra_args=None):
     """Deterministic DDIM (η = 0) = Euler on the probability-flow ODE in σ: x_s = D + (σ_s/σ_t)(x_t − D)."""
-    run = Stepper(denoiser, sigmas, callback, extra_args)
+    run = Stepper.reverse(denoiser, sigmas, callback, extra_args)
     for i, s, s_next in run.steps():
         d = run.denoise(x, s, i)
         run.report(i, x, d, s, s_next)
@@ -214,7 +221,7 @@ def sample_ddim(denoiser, x, sigmas, *, noise_sampler=None, callback=None, extra
 def sample_dpmpp_2m(denoiser, x, sigmas, *, noise_sampler=None, callback=None, extra_args=None):
     """DPM-Solver++(2M), the deterministic second-order multistep ODE solver (first-order final step,
     as in ``dpmpp_2m_sde``)."""
-    run = Stepper(denoiser, sigmas, callback, extra_args)
+    run = Stepper.reverse(denoiser, sigmas, callback, extra_args)
     d_prev, h_prev = None, None
     for i, s, s_next in run.steps():
         d = run.denoise(x, s, i)

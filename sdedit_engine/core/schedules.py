@@ -18,6 +18,8 @@ from typing import Literal, Sequence
 
 import torch
 
+from .validation import check_sigmas
+
 Spacing = Literal["uniform", "karras"]
 SPACINGS: tuple[str, ...] = ("uniform", "karras")
 
@@ -162,11 +164,18 @@ class DiscreteSchedule:
 
     # -- grids ---------------------------------------------------------------------------------------
     def sigma_grid(self, t0: float, steps: int, spacing: Spacing = "uniform", rho: float = 7.0) -> torch.Tensor:
-        """Descending σ grid from σ(t0) to 0 with ``steps`` solver steps (``steps + 1`` values).
+        """Descending σ grid from σ(t0) to 0 with at most ``steps`` solver steps (``steps + 1`` values).
 
         ``uniform``: timesteps evenly spaced from round(t0·T) − 1 down to 0, so ``steps = round(t0·T)``
-        visits every discrete timestep (the official loop). ``karras``: Karras et al.'s ρ-spacing between
-        σ(t0) and σ_min, which spends more steps at low noise. Both end with σ = 0 (a final denoise).
+        visits every discrete timestep (the official loop); fractional timesteps between table entries
+        get σ interpolated in log σ, so more steps than timesteps are still distinct levels. ``karras``:
+        Karras et al.'s ρ-spacing between σ(t0) and σ_min, which spends more steps at low noise. Both
+        end with σ = 0 (a final denoise).
+
+        The grid never holds a repeated σ (:func:`check_sigmas` drops repeats). The one case where
+        that shortens it is σ(t0) = σ_min, i.e. t0 < 1.5/T (the paper's t0 = 1/T): there is a single
+        noise level, so the grid is ``[σ_min, 0]`` — one model call, a plain denoise — whatever
+        ``steps`` asks for, exactly as the official loop runs one step at t0·T = 1.
         """
         steps = check_steps(steps)
         start_t = self.t0_to_timestep(t0)
@@ -183,7 +192,10 @@ class DiscreteSchedule:
             ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
             hi, lo = s_max ** (1 / rho), s_min ** (1 / rho)
             sig = (hi + ramp * (lo - hi)) ** rho if steps > 1 else torch.tensor([s_max], dtype=torch.float64)
+            sig = sig.clamp(s_min, s_max)  # rounding must not lift a level above σ(t0) when σ(t0) = σ_min
             sig[0] = s_max
+            if steps > 1:
+                sig[-1] = s_min
         else:
             raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
-        return torch.cat([sig, sig.new_zeros(1)])
+        return check_sigmas(torch.cat([sig, sig.new_zeros(1)]))

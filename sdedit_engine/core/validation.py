@@ -61,7 +61,13 @@ def check_mask(mask: Optional[torch.Tensor], like: torch.Tensor) -> Optional[tor
 
 
 def check_sigmas(sigmas) -> torch.Tensor:
-    """A 1-D, finite, non-negative, non-increasing σ grid with at least two values."""
+    """A 1-D, finite, non-negative, strictly decreasing σ grid with at least two values (float64, CPU).
+
+    The grid rule of every entry point (engine, nodes, CLI): a grid never holds a repeated σ. A
+    non-increasing grid is accepted and its repeats are dropped: a step σ → σ is a zero-length step
+    (a no-op of the exact reverse SDE and of the first-order samplers, but h = log(σ/σ) = 0 divides by
+    zero in the multistep ones), so dropping it changes no result and saves its model call.
+    """
     sigmas = torch.as_tensor(sigmas).detach().flatten().to(torch.float64).cpu()
     if sigmas.numel() < 2:
         raise ValueError(f"sigmas must hold at least 2 values (one step), got {sigmas.numel()}")
@@ -71,4 +77,9 @@ def check_sigmas(sigmas) -> torch.Tensor:
         raise ValueError("sigmas must be non-increasing (from the start noise level down to 0)")
     if float(sigmas[0]) <= 0:
         raise ValueError("sigmas must start above 0")
+    keep = torch.ones_like(sigmas, dtype=torch.bool)
+    keep[1:] = sigmas[1:] < sigmas[:-1]
+    sigmas = sigmas[keep]
+    if sigmas.numel() < 2:
+        raise ValueError("sigmas must hold at least 2 distinct values (one step)")
     return sigmas

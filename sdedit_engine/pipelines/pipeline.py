@@ -27,6 +27,7 @@ from .loading import (ModelLoadError, check_lora_path, load_controlnet, load_dif
                       load_single_file_pipeline)
 from ..core.schedules import DiscreteSchedule, check_t0
 from ..core.sdedit import sdedit, sdedit_sigmas
+from ..core.validation import check_sigmas
 from .text import TextConditioning, encode_text, make_model_fn
 from ..core.tiling import TiledDenoiser, blend_tiles, check_tiling
 
@@ -325,7 +326,7 @@ class SDEditPipeline:
         cond = conditioning if conditioning is not None else \
             self.encode_prompt(prompt, negative_prompt, b, guidance_scale, ph, pw)
         denoiser = CountingDenoiser(self.make_denoiser(guidance_scale, ctrl, controlnet_conditioning_scale))
-        grid = sigmas if sigmas is not None else sdedit_sigmas(self.schedule, t0, steps, spacing)
+        grid = check_sigmas(sigmas) if sigmas is not None else sdedit_sigmas(self.schedule, t0, steps, spacing)
         n_steps = len(grid) - 1
 
         bar = tqdm(total=n_steps * repeats, desc="sdedit", disable=not progress, leave=False)
