@@ -1,6 +1,8 @@
-"""Full-resolution mask handling in the crop_to_mask path, without the model: what each step of
-`nodes/editing.py` costs on a large image with a 512² mask, and the two bit-identical speed-ups proposed in
-BENCHMARKS.md §3 (grow/feather only a window around the mask; separable grow).
+"""Full-resolution mask handling without the model: what each step costs on a large image with a 512²
+mask, the two bit-identical speed-ups of BENCHMARKS.md §3 (grow/feather only a window around the mask;
+separable grow), and the whole pre-model framing of the diffusers pipeline before (whole-image grow and
+feather, as `SDEditPipeline._prepare_mask` did) and now (`sdedit_engine.core.framing`, shared with the
+ComfyUI nodes, windowed).
 
     .venv/bin/python bench/mask_prep.py [--size 4096]
 """
@@ -15,12 +17,12 @@ _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
 from bench._common import RESULTS, machine, md_table, median, write_csv  # noqa: E402
 
 import argparse  # noqa: E402
-import math  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from sdedit_engine.core import framing  # noqa: E402
 from sdedit_engine.io import imaging  # noqa: E402
 
 
@@ -39,14 +41,20 @@ def separable_grow(mask, pixels):
     return F.max_pool2d(F.pad(x, (0, 0, k // 2, k // 2), mode="replicate"), (k, 1), stride=1)
 
 
-def windowed_grow_feather(mask, grow, feather):
-    x0, y0, x1, y1 = imaging.mask_bbox(mask)
-    r = 2 * (grow + math.ceil(3 * feather / 2) + 2)
-    h, w = mask.shape[-2:]
-    X0, Y0, X1, Y1 = max(0, x0 - r), max(0, y0 - r), min(w, x1 + r), min(h, y1 + r)
-    out = torch.zeros_like(mask)
-    out[..., Y0:Y1, X0:X1] = imaging.feather_mask(imaging.grow_mask(mask[..., Y0:Y1, X0:X1], grow), feather)
-    return out
+def pipeline_before(g, m, grow, feather, padding):
+    """What SDEditPipeline.__call__ did before core.framing: whole-image grow + feather, crop, pad, max-pool."""
+    pm = imaging.feather_mask(imaging.grow_mask(m, grow), feather)
+    if padding is not None:
+        g, pm, _ = imaging.crop_to_mask(g, pm, padding, 8)
+    padded, _ = imaging.pad_to_multiple(g, 8)
+    pm, _ = imaging.pad_to_multiple(pm, 8)
+    return imaging.latent_mask(pm, (padded.shape[-2] // 8, padded.shape[-1] // 8), mode="max")
+
+
+def pipeline_now(g, m, grow, feather, padding):
+    fr = framing.frame(g, m, factor=8, grow=grow, feather=feather,
+                       crop=framing.Crop(padding) if padding is not None else None)
+    return fr.latent_mask_for((fr.padded.shape[-2] // 8, fr.padded.shape[-1] // 8))
 
 
 def main(argv=None) -> int:
@@ -63,15 +71,16 @@ def main(argv=None) -> int:
     t, _ = timed(lambda: bool(torch.isfinite(g).all()))
     rows.append({"step": "isfinite(guide)", "seconds": t, "note": ""})
     t, grown = timed(lambda: imaging.grow_mask(m, 8))
-    rows.append({"step": "imaging.grow_mask(mask, 8)", "seconds": t, "note": "17x17 max_pool2d, whole image"})
+    rows.append({"step": "imaging.grow_mask(mask, 8)", "seconds": t, "note": "whole image (separable since the §3 fix)"})
     t, sep = timed(lambda: separable_grow(m, 8))
     rows.append({"step": "separable grow (1x17 then 17x1)", "seconds": t, "note": f"bit-identical: {torch.equal(sep, grown)}"})
     t, full = timed(lambda: imaging.feather_mask(grown, 8.0))
     rows.append({"step": "imaging.feather_mask(grown, 8)", "seconds": t, "note": "whole image"})
     t_both, full = timed(lambda: imaging.feather_mask(imaging.grow_mask(m, 8), 8.0))
-    rows.append({"step": "grow + feather, whole image", "seconds": t_both, "note": "what edit_images does"})
-    t, win = timed(lambda: windowed_grow_feather(m, 8, 8.0))
-    rows.append({"step": "grow + feather, window around the mask", "seconds": t, "note": f"bit-identical: {torch.equal(win, full)}"})
+    rows.append({"step": "grow + feather, whole image", "seconds": t_both, "note": "what edit_images did before the §3 fix"})
+    t, win = timed(lambda: imaging.grow_and_feather(m, 8, 8.0))
+    rows.append({"step": "grow + feather, window around the mask (masks.grow_and_feather)", "seconds": t,
+                 "note": f"bit-identical: {torch.equal(win, full)}"})
     t, res = timed(lambda: imaging.crop_to_mask(g, full, padding=64, multiple_of=8))
     rows.append({"step": "imaging.crop_to_mask(padding 64)", "seconds": t, "note": ""})
     ci, cm, box = res
@@ -79,6 +88,12 @@ def main(argv=None) -> int:
     rows.append({"step": "imaging.stitch", "seconds": t, "note": ""})
     t, _ = timed(lambda: imaging.from_bhwc(imaging.to_bhwc(g)).contiguous())
     rows.append({"step": "BCHW -> BHWC -> BCHW", "seconds": t, "note": ""})
+    for label, padding in (("crop_padding 64", 64), ("no crop", None)):
+        t, before = timed(lambda: pipeline_before(g, m, 8, 8.0, padding))
+        rows.append({"step": f"pipeline framing before ({label}): whole-image grow + feather", "seconds": t, "note": ""})
+        t, now = timed(lambda: pipeline_now(g, m, 8, 8.0, padding))
+        rows.append({"step": f"pipeline framing now ({label}): core.framing, windowed", "seconds": t,
+                     "note": f"same latent mask: {torch.equal(before, now)}"})
     out = _Path(args.out)
     write_csv(out / "mask_prep.csv", rows)
     (out / "mask_prep.md").write_text(f"# Mask handling at {n}² (no model)\n\nMachine: {machine()}\n\n"

@@ -4,18 +4,19 @@ ComfyUI IMAGEs are (B, H, W, C) floats in [0, 1] and MASKs (B, H, W); the engine
 work on (B, C, H, W). What this module accepts, and what it does with it:
 
 - RGBA guides: the alpha channel is dropped (ComfyUI's LoadImage already gives it as a MASK).
-- Sizes that are not multiples of 8: padded (edge pixels repeated) for the VAE, cropped back after.
+- Sizes that are not multiples of the VAE factor: padded (edge pixels repeated) for the VAE, cropped back
+  after (:mod:`sdedit_engine.core.framing`, shared with the diffusers pipeline).
 - A mask (H, W) or (1, H, W) applies to every guide in the batch; otherwise its batch must equal the
   guide's. Its size must equal the guide's. An all-zero mask is an error (nothing to edit).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
+from ..sdedit_engine.core import framing
 from ..sdedit_engine.io import imaging
 from .backend import sdedit_latent
 
@@ -89,47 +90,20 @@ def decode_latent(vae, latent: torch.Tensor) -> torch.Tensor:
     return imaging.from_bhwc(images.float().cpu())
 
 
-def _edit_region(model, positive, negative, vae, pixels, mask, settings: EditSettings):
-    """Pad to a multiple of 8, encode, SDEdit, decode, unpad: (edited pixels, latent)."""
-    padded, size = imaging.pad_to_multiple(pixels, 8)
-    latent = encode_pixels(vae, padded)
-    latent_mask = None
-    if mask is not None:
-        latent_mask = torch.nn.functional.pad(mask, (0, padded.shape[-1] - size[1], 0, padded.shape[-2] - size[0]))
-    out = sdedit_latent(
-        model,
-        positive,
-        negative,
-        latent,
-        mask=latent_mask,
-        cfg=settings.cfg,
-        t0=settings.t0,
-        steps=settings.steps,
-        sampler_name=settings.sampler_name,
-        repeats=settings.repeats,
-        seed=settings.seed,
-        spacing=settings.spacing,
-        known_noise=settings.known_noise,
-    )
-    return imaging.unpad(decode_latent(vae, out), size), out
+def latent_factor(vae) -> int:
+    """The VAE's spatial factor (8 for SD1.x/SD2.x/SDXL)."""
+    ratio = getattr(vae, "downscale_ratio", 8)
+    return ratio if isinstance(ratio, int) and ratio > 0 else 8
 
 
-def _grow_and_feather(mask: torch.Tensor, grow: int, feather: float) -> torch.Tensor:
-    """Grow then feather the mask inside a window around its bounding box only.
+def frame_pixels(vae, pixels: torch.Tensor, mask: torch.Tensor | None = None, **kwargs) -> framing.Frame:
+    """:func:`sdedit_engine.core.framing.frame` with this ComfyUI VAE (latent + latent mask filled in)."""
+    return framing.frame(pixels, mask, factor=latent_factor(vae), encode=lambda px: encode_pixels(vae, px), **kwargs)
 
-    The window's margin exceeds both reaches, so the kept (0) and fully edited (1) areas are exactly
-    those of doing it over the whole image, and soft values agree to float rounding (≤ 2e-7); but a
-    512² mask in a 4096² image costs 0.1-0.4 s instead of 4-8 s (BENCHMARKS.md §3)."""
-    box = imaging.mask_bbox(mask)
-    if box is None:
-        return mask
-    h, w = mask.shape[-2:]
-    margin = 2 * (abs(grow) + math.ceil(1.5 * feather) + 2)
-    x0, y0, x1, y1 = max(box[0] - margin, 0), max(box[1] - margin, 0), min(box[2] + margin, w), min(box[3] + margin, h)
-    out = torch.zeros_like(mask)
-    window = mask[..., y0:y1, x0:x1]
-    out[..., y0:y1, x0:x1] = imaging.feather_mask(imaging.grow_mask(window, grow), feather)
-    return out
+
+def finish_pixels(vae, fr: framing.Frame, latent: torch.Tensor, keep_unmasked_pixels: bool = True) -> torch.Tensor:
+    """Decode ``latent`` and put it back into the image (:func:`sdedit_engine.core.framing.finish`)."""
+    return framing.finish(fr, decode_latent(vae, latent), keep_unmasked_pixels)
 
 
 @torch.no_grad()
@@ -152,23 +126,15 @@ def edit_images(
     """SDEdit a batch of guide images (B, 3, H, W); returns (images (B, 3, H, W), latent).
 
     With ``crop`` the mask's bounding box (plus ``crop_padding``) is edited at ``crop_resolution`` on its
-    long side and stitched back, so the cost follows the mask, not the image.
+    long side and stitched back, so the cost follows the mask, not the image. The mask is grown and
+    feathered, mapped to the latent grid and composited back by :mod:`sdedit_engine.core.framing`
+    (the diffusers pipeline's rules): the engine's latent mask, not ComfyUI's bilinear resize, so a
+    stroke thinner than a latent cell is edited rather than dropped.
     """
-    if mask is not None:
-        mask = _grow_and_feather(mask, int(mask_grow), float(mask_feather))
-        if mask.shape[0] == 1 and guide.shape[0] > 1:
-            mask = mask.expand(guide.shape[0], -1, -1, -1).contiguous()
-    if crop and mask is not None:
-        crop_img, crop_mask, box = imaging.crop_to_mask(guide, mask, padding=int(crop_padding), multiple_of=8)
-        scale = float(crop_resolution) / max(crop_img.shape[-2:])
-        target = (max(8, round(crop_img.shape[-2] * scale / 8) * 8), max(8, round(crop_img.shape[-1] * scale / 8) * 8))
-        work = imaging.resize(crop_img, target)
-        work_mask = imaging.resize(crop_mask, target, mode="bilinear")
-        edited, latent = _edit_region(model, positive, negative, vae, work, work_mask, settings)
-        edited = imaging.resize(edited, crop_img.shape[-2:])
-        result = imaging.stitch(guide, edited, box, crop_mask if keep_unmasked_pixels else None)
-        return result, latent
-    edited, latent = _edit_region(model, positive, negative, vae, guide, mask, settings)
-    if keep_unmasked_pixels and mask is not None:
-        edited = imaging.composite(edited, guide, mask)
-    return edited, latent
+    crop_spec = framing.Crop(int(crop_padding), int(crop_resolution)) if crop and mask is not None else None
+    fr = frame_pixels(vae, guide, mask, grow=int(mask_grow), feather=float(mask_feather), crop=crop_spec,
+                      name="mask_feather" if mask_feather else "mask")
+    out = sdedit_latent(model, positive, negative, fr.latent, mask=fr.latent_mask, cfg=settings.cfg, t0=settings.t0,
+                        steps=settings.steps, sampler_name=settings.sampler_name, repeats=settings.repeats,
+                        seed=settings.seed, spacing=settings.spacing, known_noise=settings.known_noise)
+    return finish_pixels(vae, fr, out, keep_unmasked_pixels), out

@@ -3,16 +3,16 @@ DiffEdit-SDE image-to-image, each over ComfyUI's own guider (LoRA, ControlNet, p
 
 from __future__ import annotations
 
-import torch
 from comfy_api.v0_0_2 import io
 
+from ..sdedit_engine.core import framing
 from ..sdedit_engine.io import imaging
 from ..sdedit_engine.core.cycle import cycle_sigmas
 from ..sdedit_engine.core.drag import drag_iterations, guidance_ramp, parse_points, sde_drag, to_latent_points
 from ..sdedit_engine.core.samplers import offset_callback
 from ..sdedit_engine.core.sde_edits import diffedit, diffedit_mask
 from .backend import model_schedule, run_engine_loop
-from .editing import EditSettings, decode_latent, edit_images, encode_pixels, guide_to_bchw, mask_to_b1hw
+from .editing import EditSettings, edit_images, finish_pixels, frame_pixels, guide_to_bchw, mask_to_b1hw
 from .sdedit_nodes import T0_TOOLTIP, model_inputs
 
 CATEGORY = "SDEdit/SDE family"
@@ -23,28 +23,13 @@ POINTS_TOOLTIP = (
 )
 
 
-def _prepare_latent(vae, image, mask):
-    """Pixels, padded pixels' latent, the pixel mask and a binary latent mask (None without a mask)."""
+def _frame(vae, image, mask, what: str):
+    """The image's framing (:mod:`sdedit_engine.core.framing`, the pipeline's rules): latent and latent mask."""
     pixels = guide_to_bchw(image, "image")
     m = mask_to_b1hw(mask, pixels, "mask") if mask is not None else None
-    padded, size = imaging.pad_to_multiple(pixels, 8)
-    latent = encode_pixels(vae, padded)
-    lat_mask = None
-    if m is not None:
-        pad = torch.nn.functional.pad(m, (0, padded.shape[-1] - size[1], 0, padded.shape[-2] - size[0]))
-        lat_mask = (imaging.latent_mask(pad, tuple(latent.shape[-2:]), "area") > 0.5).to(latent.dtype)
-        if lat_mask.shape[0] == 1 and latent.shape[0] > 1:
-            lat_mask = lat_mask.expand(latent.shape[0], -1, -1, -1).contiguous()
-        if not bool(lat_mask.any()):
-            raise ValueError("mask: the editable area is smaller than one latent cell (8x8 pixels); grow the mask")
-    return pixels, size, padded, latent, m, lat_mask
-
-
-def _finish(vae, latent, pixels, size, m, keep_unmasked_pixels):
-    out = imaging.unpad(decode_latent(vae, latent), size)
-    if keep_unmasked_pixels and m is not None:
-        out = imaging.composite(out, pixels, m.expand(pixels.shape[0], -1, -1, -1))
-    return imaging.to_bhwc(out)
+    fr = frame_pixels(vae, pixels, m)
+    framing.require_editable(fr, what)
+    return fr
 
 
 class SDEditDrag(io.ComfyNode):
@@ -83,8 +68,9 @@ class SDEditDrag(io.ComfyNode):
                 alpha, seed, keep_unmasked_pixels=True, mask=None) -> io.NodeOutput:
         pixels = guide_to_bchw(image, "image")
         pairs_px = parse_points(points, pixels.shape[-1], pixels.shape[-2])
-        pixels, size, padded, latent, m, lat_mask = _prepare_latent(vae, image, mask)
-        pairs = to_latent_points(pairs_px, factor=padded.shape[-1] // latent.shape[-1])
+        fr = _frame(vae, image, mask, "drag")
+        latent, lat_mask = fr.latent, fr.latent_mask
+        pairs = to_latent_points(pairs_px, factor=fr.factor)
         if all(s == t for s, t in pairs):
             raise ValueError("points: every drag is shorter than one latent cell (8 pixels); drag further")
         levels = cycle_sigmas(model_schedule(model), t0, steps)
@@ -98,7 +84,7 @@ class SDEditDrag(io.ComfyNode):
 
         out = run_engine_loop(model, positive, negative, latent, cfg=cfg, sigmas=levels, algorithm=algorithm,
                               total_steps=total, seed=seed)
-        return io.NodeOutput(_finish(vae, out, pixels, size, m, keep_unmasked_pixels))
+        return io.NodeOutput(imaging.to_bhwc(finish_pixels(vae, fr, out, keep_unmasked_pixels)))
 
 
 class SDEditCycleInpaint(io.ComfyNode):
@@ -182,7 +168,8 @@ class SDEditImageToImage(io.ComfyNode):
                 keep_unmasked_pixels=True, mask=None) -> io.NodeOutput:
         if mode not in ("sde", "ode"):
             raise ValueError(f"mode must be 'sde' or 'ode', got {mode!r}")
-        pixels, size, padded, latent, m, lat_mask = _prepare_latent(vae, image, mask)
+        fr = _frame(vae, image, mask, "edit")
+        latent, lat_mask = fr.latent, fr.latent_mask
         schedule = model_schedule(model)
         levels = cycle_sigmas(schedule, t0, steps)
         draws = 10
@@ -202,7 +189,7 @@ class SDEditImageToImage(io.ComfyNode):
 
         out = run_engine_loop(model, target, negative, latent, cfg=cfg, sigmas=levels, algorithm=algorithm,
                               total_steps=2 * steps + mask_steps, seed=seed, extra_conds={"source": source})
-        if m is None:
-            lm = found["mask"].float().cpu()
-            m = imaging.resize(lm, tuple(padded.shape[-2:]), mode="nearest")[..., : size[0], : size[1]]
-        return io.NodeOutput(_finish(vae, out, pixels, size, m, keep_unmasked_pixels), m[:, 0].contiguous())
+        if lat_mask is None:
+            fr = fr.with_latent_mask(found["mask"])
+        images = imaging.to_bhwc(finish_pixels(vae, fr, out, keep_unmasked_pixels))
+        return io.NodeOutput(images, fr.mask[:, 0].contiguous())

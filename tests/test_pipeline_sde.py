@@ -166,7 +166,7 @@ def test_bad_drag_arguments(pipe, image):
         pipe.drag(torch.cat([image, image]), "[[12, 32], [28, 32]]", **FAST)
     with pytest.raises(ValueError, match="mask .*32x32"):
         pipe.drag(image, "[[12, 32], [28, 32]]", mask=torch.ones(1, 1, 32, 32), **FAST)
-    with pytest.raises(ValueError, match="smaller than one latent cell"):
+    with pytest.raises(ValueError, match="nothing to drag"):  # was "smaller than one latent cell": see framing
         pipe.drag(image, "[[12, 32], [28, 32]]", mask=torch.zeros(1, 1, 64, 64), **FAST)
     with pytest.raises(ValueError, match="unknown option"):
         pipe.drag(image, "[[12, 32], [28, 32]]", lora_tuning={"stepz": 3}, **FAST)
@@ -223,3 +223,16 @@ def test_diffedit_sde_reconstructs_with_equal_prompts(pipe, image, left_mask):
     out = pipe.diffedit(image, "a cat", "a cat", left_mask, steps=6, mode="sde", output_type="latent", progress=False)
     lat = pipe.encode(image)
     assert float((out.latents - lat).norm() / lat.norm()) < 1e-3  # float32, CFG 7.5
+
+
+def test_a_mask_thinner_than_a_latent_cell_is_edited_not_refused(pipe, image):
+    """One latent-mask rule for every path (core.framing, max): DiffEdit and drag used 'area > 0.5' and
+    refused this mask ("smaller than one latent cell"); now its cells are edited."""
+    m = torch.zeros(1, 1, 64, 64)
+    m[..., 20:22, :] = 1  # 2 of the 8 rows of latent row 2
+    out = pipe.diffedit(image, "a bowl of fruits", "a bowl of bananas", m, steps=4, seed=0, output_type="pt",
+                        progress=False)
+    keep = (m == 0).expand_as(out.images)
+    assert torch.equal(out.images[keep], image[keep])
+    change = (out.latents - pipe.encode(image)).abs().amax(dim=(0, 1, 3))
+    assert float(change[2]) > 1e-3 and float(change[torch.arange(8) != 2].max()) == 0.0

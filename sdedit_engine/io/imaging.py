@@ -1,4 +1,4 @@
-"""Front-end neutral image and mask utilities (torch + PIL only).
+"""Front-end neutral image and mask I/O and drawing (PIL + numpy + torch).
 
 Shared by the ``sdedit`` CLI, the diffusers pipeline and the ComfyUI nodes, so the conventions
 are fixed here once:
@@ -14,20 +14,34 @@ so front ends can print one line instead of a traceback.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
+# the torch mask/region math lives in the engine; re-exported here for the callers that know it as imaging.*
+from ..core.masks import (  # noqa: F401
+    ImageError,
+    _expand_span,
+    _gaussian_kernel,
+    check_same_size,
+    composite,
+    crop_to_mask,
+    feather_mask,
+    gaussian_blur,
+    grow_and_feather,
+    grow_mask,
+    latent_mask,
+    mask_bbox,
+    pad_to_multiple,
+    resize,
+    stitch,
+    unpad,
+)
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
-class ImageError(ValueError):
-    """A user-facing image/mask problem (unreadable file, wrong size, bad geometry)."""
 
 
 # --------------------------------------------------------------------------- conversion
@@ -176,35 +190,6 @@ def list_images(folder) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- sizes
-def check_same_size(image: torch.Tensor, mask: torch.Tensor, what: str = "mask") -> None:
-    if tuple(image.shape[-2:]) != tuple(mask.shape[-2:]):
-        h, w = image.shape[-2:]
-        mh, mw = mask.shape[-2:]
-        raise ImageError(f"{what} is {mw}x{mh} but the image is {w}x{h} (width x height)")
-
-
-def pad_to_multiple(image: torch.Tensor, multiple: int = 8, mode: str = "replicate") -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad bottom/right up to a multiple (VAE needs multiples of 8); returns ``(padded, (H, W))`` for :func:`unpad`."""
-    h, w = image.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return image, (h, w)
-    return F.pad(image, (0, pw, 0, ph), mode=mode), (h, w)
-
-
-def unpad(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return image[..., : size[0], : size[1]]
-
-
-def resize(image: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
-    """Resize ``(B,C,H,W)`` to ``(H, W)`` with antialiasing (clamped to [0,1] for bicubic overshoot)."""
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    kw = {"antialias": True} if mode in ("bilinear", "bicubic") else {}
-    out = F.interpolate(image, size=tuple(size), mode=mode, align_corners=False if mode in ("bilinear", "bicubic") else None, **kw)
-    return out.clamp(0, 1)
-
-
 def resize_to_multiple(image: torch.Tensor, multiple: int = 8, max_side: int | None = None) -> torch.Tensor:
     """Resize (keeping aspect) so both sides are multiples of ``multiple`` and ≤ ``max_side``."""
     h, w = image.shape[-2:]
@@ -212,131 +197,6 @@ def resize_to_multiple(image: torch.Tensor, multiple: int = 8, max_side: int | N
     nh = max(multiple, int(round(h * s / multiple)) * multiple)
     nw = max(multiple, int(round(w * s / multiple)) * multiple)
     return resize(image, (nh, nw))
-
-
-def latent_mask(mask: torch.Tensor, size: tuple[int, int], mode: str = "area") -> torch.Tensor:
-    """Pixel mask -> latent-resolution mask.
-
-    ``area`` averages (a latent cell is as editable as its pixels on average; soft edges like
-    ComfyUI's bilinear resize); ``max`` takes the most editable pixel, so thin strokes are not
-    lost on the 1/8 grid (§4.3) — use it when the original is pasted back in pixel space anyway.
-    """
-    if tuple(mask.shape[-2:]) == tuple(size):
-        return mask
-    if mode == "max":
-        return F.adaptive_max_pool2d(mask.float(), tuple(size)).clamp(0, 1)
-    if mode != "area":
-        raise ValueError(f"latent_mask mode must be 'area' or 'max', got {mode!r}")
-    return F.interpolate(mask.float(), size=tuple(size), mode="area").clamp(0, 1)
-
-
-# --------------------------------------------------------------------------- mask ops
-def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Dilate (``pixels`` > 0) or erode (< 0) by a square of radius ``|pixels|``; soft values dilate as max."""
-    if pixels == 0:
-        return mask
-    k = 2 * abs(int(pixels)) + 1
-    m = mask if pixels > 0 else 1.0 - mask
-    m = F.pad(m, (k // 2,) * 4, mode="replicate")
-    # a square max filter is a row max then a column max: same result, O(k) instead of O(k²) per pixel
-    m = F.max_pool2d(F.max_pool2d(m, (1, k), stride=1), (k, 1), stride=1)
-    return m if pixels > 0 else 1.0 - m
-
-
-def _gaussian_kernel(sigma: float) -> torch.Tensor:
-    r = max(1, int(math.ceil(3 * sigma)))
-    x = torch.arange(-r, r + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return (k / k.sum()).float()
-
-
-def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with replicate padding (keeps size and the [0,1] range)."""
-    if sigma <= 0:
-        return image
-    k = _gaussian_kernel(sigma).to(image.device, image.dtype)
-    r = k.numel() // 2
-    c = image.shape[1]
-    x = F.pad(image, (r, r, 0, 0), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    x = F.pad(x, (0, 0, r, r), mode="replicate")
-    return F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-
-
-def feather_mask(mask: torch.Tensor, pixels: float) -> torch.Tensor:
-    """Soften mask edges with a Gaussian of σ = ``pixels``/2 (visible transition ≈ ``pixels`` each side).
-
-    Feathering hides the seams of §4.3 (kept region pinned while the edit evolves).  Pixels far
-    from the edge keep their exact 0 / 1 so composited-back areas stay bit-identical.
-    """
-    if pixels <= 0:
-        return mask
-    out = gaussian_blur(mask.float(), pixels / 2.0).clamp(0, 1)
-    out = torch.where(out < 1e-4, torch.zeros_like(out), out)
-    return torch.where(out > 1 - 1e-4, torch.ones_like(out), out)
-
-
-def composite(result: torch.Tensor, original: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """``original·(1−m) + result·m``; where ``m == 0`` the output *is* the original, bit for bit.
-
-    The VAE round trip alters every pixel (§4.3), so front ends paste the original back.
-    """
-    if mask is None:
-        return result
-    if result.shape[-2:] != original.shape[-2:]:
-        raise ImageError(f"result {tuple(result.shape[-2:])} and original {tuple(original.shape[-2:])} differ in size")
-    check_same_size(original, mask)
-    m = mask.to(result.dtype)
-    orig = original.to(result.dtype)
-    blended = orig * (1 - m) + result * m
-    return torch.where(m <= 0, orig.expand_as(blended), torch.where(m >= 1, result.expand_as(blended), blended))
-
-
-def mask_bbox(mask: torch.Tensor, threshold: float = 0.0) -> tuple[int, int, int, int] | None:
-    """``(x0, y0, x1, y1)`` (exclusive ends) of the pixels with mask > threshold over the batch; None if empty."""
-    m = (mask > threshold).reshape(-1, *mask.shape[-2:]).any(dim=0)
-    if not bool(m.any()):
-        return None
-    ys = torch.nonzero(m.any(dim=1)).flatten()
-    xs = torch.nonzero(m.any(dim=0)).flatten()
-    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
-
-
-def _expand_span(lo: int, hi: int, pad: int, multiple: int, limit: int) -> tuple[int, int]:
-    lo, hi = max(0, lo - pad), min(limit, hi + pad)
-    size = min(limit - limit % multiple if limit >= multiple else limit, -(-(hi - lo) // multiple) * multiple)
-    size = max(size, min(multiple, limit))
-    centre = (lo + hi) / 2.0
-    start = int(round(centre - size / 2.0))
-    start = min(max(0, start), limit - size)
-    return start, start + size
-
-
-def crop_to_mask(image: torch.Tensor, mask: torch.Tensor, padding: int = 32, multiple_of: int = 8):
-    """Crop image and mask to the mask's bounding box plus ``padding``, sides multiples of ``multiple_of``.
-
-    Editing only the crop keeps detail at small masks and saves compute; :func:`stitch` puts it
-    back.  Returns ``(image_crop, mask_crop, box)`` with ``box = (x0, y0, x1, y1)``; an empty mask
-    gives the whole image (floored to the multiple).
-    """
-    check_same_size(image, mask)
-    h, w = image.shape[-2:]
-    bb = mask_bbox(mask) or (0, 0, w, h)
-    x0, x1 = _expand_span(bb[0], bb[2], padding, multiple_of, w)
-    y0, y1 = _expand_span(bb[1], bb[3], padding, multiple_of, h)
-    box = (x0, y0, x1, y1)
-    return image[..., y0:y1, x0:x1], mask[..., y0:y1, x0:x1], box
-
-
-def stitch(base: torch.Tensor, patch: torch.Tensor, box: tuple[int, int, int, int], mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Put an edited crop back at ``box``; with ``mask`` (crop-sized) only masked pixels change."""
-    x0, y0, x1, y1 = box
-    if tuple(patch.shape[-2:]) != (y1 - y0, x1 - x0):
-        raise ImageError(f"patch is {patch.shape[-1]}x{patch.shape[-2]} but the box is {x1 - x0}x{y1 - y0}")
-    out = base.clone()
-    region = base[..., y0:y1, x0:x1]
-    out[..., y0:y1, x0:x1] = composite(patch.to(base.dtype), region, mask) if mask is not None else patch.to(base.dtype)
-    return out
 
 
 def paste_patch(base: torch.Tensor, patch: torch.Tensor, patch_mask: torch.Tensor | None, x: int, y: int):

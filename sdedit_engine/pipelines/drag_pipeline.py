@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import imaging
+from ..core import framing
 from ..core.cycle import cycle_reconstruct, cycle_sigmas
 from ..core.denoisers import CountingDenoiser
 from ..core.drag import DragPair, drag_iterations, guidance_ramp, parse_points, sde_drag, to_latent_points
@@ -59,32 +60,14 @@ def _check_one(original: torch.Tensor, what: str) -> None:
         raise ValueError(f"{what} edits one image at a time, got a batch of {original.shape[0]}")
 
 
-def _pixel_and_latent_mask(pipe, mask, original, padded, latent, required: bool = False):
-    """Pixel mask (B,1,H,W) and a binary latent mask (a cell is editable if ≥ half its pixels are)."""
-    if mask is None:
-        return None, None
-    m = imaging.mask_to_tensor(mask)
-    imaging.check_same_size(original, m)
-    if m.shape[0] != 1:
+def _frame(pipe, original, mask, *, what: str, grow: int = 0, feather: float = 0.0):
+    """The framing of a one-image edit (:meth:`SDEditPipeline.frame`); a given mask must edit something."""
+    m = pipe.mask_tensor(mask, original)
+    if m is not None and m.shape[0] != 1:
         raise ValueError(f"expected one mask, got {m.shape[0]}")
-    size = original.shape[-2:]
-    pm = torch.nn.functional.pad(m, (0, padded.shape[-1] - size[1], 0, padded.shape[-2] - size[0]))
-    lm = (imaging.latent_mask(pm, tuple(latent.shape[-2:]), "area") > 0.5).to(latent.device, latent.dtype)
-    if not bool(lm.any()):
-        raise ValueError(f"mask: the editable area is smaller than one latent cell "
-                         f"({pipe.vae_scale_factor}x{pipe.vae_scale_factor} pixels); grow the mask")
-    return m, lm
-
-
-def _finish(pipe, latents, original, size, pmask, composite, output_type):
-    if output_type == "latent":
-        return latents
-    result = imaging.unpad(pipe.decode(latents).cpu(), size)
-    if composite and pmask is not None:
-        result = imaging.composite(result, original, pmask)
-    if output_type == "pil":
-        return imaging.to_pil(result)
-    return result.permute(0, 2, 3, 1).numpy() if output_type == "np" else result
+    fr = pipe.frame(original, m, grow=grow, feather=feather)
+    framing.require_editable(fr, what)
+    return fr
 
 
 def _check_output_type(output_type: str) -> None:
@@ -138,9 +121,8 @@ def drag(pipe, image, points, mask=None, prompt: str = "", negative_prompt: str 
     cells = to_latent_points(pairs, factor=factor)
     if all(s == t for s, t in cells):
         raise ValueError(f"points: every drag is shorter than one latent cell ({factor} pixels); drag further")
-    padded, size = imaging.pad_to_multiple(original, factor)
-    latent = pipe.encode(padded)
-    pmask, lmask = _pixel_and_latent_mask(pipe, mask, original, padded, latent)
+    fr = _frame(pipe, original, mask, what="drag")
+    padded, latent, lmask = fr.padded, fr.latent, fr.latent_mask
     levels = cycle_sigmas(pipe.schedule, t0, steps)
     longest = max(math.hypot(t[0] - s[0], t[1] - s[1]) for s, t in cells)
     iterations = drag_iterations(longest, step_size)
@@ -180,8 +162,8 @@ def drag(pipe, image, points, mask=None, prompt: str = "", negative_prompt: str 
         bar.close()
         if tuned is not None:
             tuned.remove()
-    images = _finish(pipe, out, original, size, pmask, composite, output_type)
-    return EditOutput(images, out, steps, den.calls, int(seed), float(levels[0]), pmask, pairs, cells, iterations,
+    images = pipe.finish(fr, out, composite, output_type)
+    return EditOutput(images, out, steps, den.calls, int(seed), float(levels[0]), fr.mask, pairs, cells, iterations,
                       list(tuned.losses) if tuned is not None else None)
 
 
@@ -191,8 +173,8 @@ def cycle_check(pipe, image, prompt: str = "", *, t0: float = 0.6, steps: int = 
     ramp; returns the relative error (≈ 1e-6 in float32; large values mean the model call is not
     deterministic, e.g. dropout or a non-deterministic kernel)."""
     original = imaging.to_tensor(image).float()
-    padded, _ = imaging.pad_to_multiple(original, pipe.vae_scale_factor)
-    latent = pipe.encode(padded)
+    fr = pipe.frame(original)
+    padded, latent = fr.padded, fr.latent
     ramp = guidance_ramp(guidance_scale, steps)
     cond = pipe.encode_prompt(prompt, None, latent.shape[0], max(ramp), padded.shape[-2], padded.shape[-1])
     with torch.no_grad():
@@ -219,13 +201,8 @@ def inpaint(pipe, image, mask, prompt: str = "", negative_prompt: str | None = N
         raise ValueError("inpaint needs a mask (white = fill)")
     original = imaging.to_tensor(image).float()
     _check_one(original, "inpaint")
-    pmask = pipe._prepare_mask(mask, original, mask_grow, mask_blur)
-    if not bool((pmask > 0).any()):
-        raise ValueError("mask: nothing to inpaint (the mask is all black)")
-    padded, size = imaging.pad_to_multiple(original, pipe.vae_scale_factor)
-    latent = pipe.encode(padded)
-    pm, _ = imaging.pad_to_multiple(pmask, pipe.vae_scale_factor)
-    lmask = imaging.latent_mask(pm, tuple(latent.shape[-2:]), mode="max").to(latent.device, latent.dtype)
+    fr = _frame(pipe, original, mask, what="inpaint", grow=mask_grow, feather=mask_blur)
+    padded, latent, lmask = fr.padded, fr.latent, fr.latent_mask
     cond = pipe.encode_prompt(prompt, negative_prompt, 1, guidance_scale, padded.shape[-2], padded.shape[-1])
     den = CountingDenoiser(pipe.make_denoiser(guidance_scale))
     bar, on_step = _progress(steps, f"inpaint-{mode}", progress, callback)
@@ -235,8 +212,8 @@ def inpaint(pipe, image, mask, prompt: str = "", negative_prompt: str | None = N
                               callback=on_step)
     finally:
         bar.close()
-    images = _finish(pipe, out, original, size, pmask, composite, output_type)
-    return EditOutput(images, out, steps, den.calls, int(seed), float(pipe.schedule.t0_to_sigma(1.0)), pmask)
+    images = pipe.finish(fr, out, composite, output_type)
+    return EditOutput(images, out, steps, den.calls, int(seed), float(pipe.schedule.t0_to_sigma(1.0)), fr.mask)
 
 
 # ---------------------------------------------------------------------------------------- diffedit
@@ -257,9 +234,8 @@ def diffedit(pipe, image, source_prompt: str, target_prompt: str, mask=None, neg
         raise ValueError(f"mask_threshold must be in [0, 1], got {mask_threshold!r}")
     original = imaging.to_tensor(image).float()
     _check_one(original, "diffedit")
-    padded, size = imaging.pad_to_multiple(original, pipe.vae_scale_factor)
-    latent = pipe.encode(padded)
-    pmask, lmask = _pixel_and_latent_mask(pipe, mask, original, padded, latent)
+    fr = _frame(pipe, original, mask, what="edit")
+    padded, latent, lmask = fr.padded, fr.latent, fr.latent_mask
     h, w = padded.shape[-2:]
     src = pipe.encode_prompt(source_prompt, negative_prompt, 1, guidance_scale, h, w).as_extra_args()
     tgt = pipe.encode_prompt(target_prompt, negative_prompt, 1, guidance_scale, h, w).as_extra_args()
@@ -271,11 +247,10 @@ def diffedit(pipe, image, source_prompt: str, target_prompt: str, mask=None, neg
             if lmask is None:
                 lmask = diffedit_mask(den, latent, source_args=src, target_args=tgt, t0=mask_t0, repeats=draws,
                                       threshold=float(mask_threshold), seed=seed, callback=on_step)
-                full = imaging.resize(lmask.float().cpu(), (h, w), mode="nearest")
-                pmask = full[..., : size[0], : size[1]].contiguous()
+                fr = fr.with_latent_mask(lmask)
             out = engine_diffedit(den, latent, lmask, source_args=src, target_args=tgt, t0=t0, steps=steps,
                                   mode=mode, seed=seed, sigmas=cycle_sigmas(pipe.schedule, t0, steps), callback=on_step)
     finally:
         bar.close()
-    images = _finish(pipe, out, original, size, pmask, composite, output_type)
-    return EditOutput(images, out, steps, den.calls, int(seed), float(pipe.schedule.t0_to_sigma(t0)), pmask)
+    images = pipe.finish(fr, out, composite, output_type)
+    return EditOutput(images, out, steps, den.calls, int(seed), float(pipe.schedule.t0_to_sigma(t0)), fr.mask)

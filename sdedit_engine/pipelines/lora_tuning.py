@@ -200,14 +200,14 @@ def tune_lora(pipe, image, prompt: str = "", *, steps: int = 100, rank: int = 16
 
 def _posterior(pipe, image: torch.Tensor):
     with torch.no_grad():
-        return pipe.vae.encode((image * 2 - 1).to(pipe.device, pipe._vae_dtype())).latent_dist
+        return pipe.vae.encode((image * 2 - 1).to(pipe.device, pipe.vae_dtype())).latent_dist
 
 
 def _draws(pipe, posterior, seed: int):
     """The seeded training batches: (x_t, t, target) with a fresh VAE sample, t ~ U{0..T-1} and DDPM noise."""
     vae, device = pipe.vae, pipe.device
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    abar = torch.as_tensor(pipe.pipe.scheduler.alphas_cumprod, dtype=torch.float32).to(device)
+    abar = pipe.schedule.alphas_cumprod.to(device, torch.float32)
     gen = torch.Generator().manual_seed(int(seed))
     while True:
         with torch.no_grad():

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import imaging
+from ..core import framing
 from ..core.denoisers import CountingDenoiser, DiscreteTimeDenoiser
 from .loading import (ModelLoadError, check_lora_path, load_controlnet, load_diffusers_pipeline,
                       load_single_file_pipeline)
@@ -47,6 +48,7 @@ class SDEditOutput:
     nfe: int  # UNet evaluations per item (a CFG evaluation is one batch-2 call)
     seeds: list[int] = field(default_factory=list)
     sigmas: Optional[torch.Tensor] = None
+    latent_mask: Optional[torch.Tensor] = None  # the editable latent cells (framing's max rule); None without a mask
 
 
 def _seeds(seed, generator, n: int) -> list[int]:
@@ -205,7 +207,8 @@ class SDEditPipeline:
         return check_tiling(tile_px // f, overlap_px // f, f"{what} ")
 
     # ------------------------------------------------------------------ VAE
-    def _vae_dtype(self):
+    def vae_dtype(self) -> torch.dtype:
+        """The VAE's working dtype (an fp16 VAE with ``force_upcast`` is moved to float32 first)."""
         if self.vae.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
             self.vae.to(torch.float32)
         return self.vae.dtype
@@ -213,7 +216,7 @@ class SDEditPipeline:
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``(B,3,H,W)`` in [0,1] (H, W multiples of 8) → scaled latents (posterior mode, as ComfyUI)."""
-        dtype = self._vae_dtype()
+        dtype = self.vae_dtype()
 
         def encode_tile(pixels, region=None):
             return self.vae.encode((pixels.to(self.device, dtype) * 2 - 1)).latent_dist.mode().float()
@@ -230,7 +233,7 @@ class SDEditPipeline:
         """Scaled latents → ``(B,3,H,W)`` in [0,1] (float32)."""
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         z = latents / self.vae.config.scaling_factor + shift
-        dtype = self._vae_dtype()
+        dtype = self.vae_dtype()
 
         def decode_tile(lat, region=None):
             return self.vae.decode(lat.to(self.device, dtype), return_dict=False)[0]
@@ -256,16 +259,33 @@ class SDEditPipeline:
         den = DiscreteTimeDenoiser(fn, self.schedule, self.prediction_type)
         return den if self.unet_tiling is None else TiledDenoiser(den, *self.unet_tiling, region_arg="region")
 
-    # ------------------------------------------------------------------ call
-    def _prepare_mask(self, mask, image: torch.Tensor, grow: int, blur: float) -> Optional[torch.Tensor]:
+    # ------------------------------------------------------------------ framing
+    def mask_tensor(self, mask, image: torch.Tensor) -> Optional[torch.Tensor]:
+        """``mask`` (PIL / numpy / tensor, 1 = edit) as (1 or B, 1, H, W) float, checked against ``image``."""
         if mask is None:
             return None
         m = imaging.mask_to_tensor(mask)
         imaging.check_same_size(image, m)
         if m.shape[0] not in (1, image.shape[0]):
             raise ValueError(f"mask batch {m.shape[0]} does not match the image batch {image.shape[0]}")
-        m = imaging.grow_mask(m, grow) if grow else m
-        return imaging.feather_mask(m, blur) if blur else m
+        return m
+
+    def frame(self, image: torch.Tensor, mask: Optional[torch.Tensor] = None, *, grow: int = 0, feather: float = 0.0,
+              crop: Optional[framing.Crop] = None) -> framing.Frame:
+        """Prepare pixels (B, 3, H, W) and a pixel mask for this model: :func:`sdedit_engine.core.framing.frame`
+        with this VAE (latent and latent mask filled in, on the pipeline's device)."""
+        return framing.frame(image, mask, factor=self.vae_scale_factor, encode=self.encode, grow=grow,
+                             feather=feather, crop=crop)
+
+    def finish(self, fr: framing.Frame, latents: torch.Tensor, composite: bool = True, output_type: str = "pil"):
+        """Decode ``latents`` of ``fr``'s working region and put them back into the image
+        (:func:`sdedit_engine.core.framing.finish`), as PIL / numpy / tensor; ``latent`` returns them as is."""
+        if output_type == "latent":
+            return latents
+        result = framing.finish(fr, self.decode(latents).cpu(), composite)
+        if output_type == "pil":
+            return imaging.to_pil(result)
+        return result.permute(0, 2, 3, 1).numpy() if output_type == "np" else result
 
     @torch.no_grad()
     def __call__(self, image, mask=None, prompt: str | Sequence[str] = "", negative_prompt: str | Sequence[str] | None = None,
@@ -273,7 +293,8 @@ class SDEditPipeline:
                  repeats: int = 1, seed: int | Sequence[int] | None = None, generator=None, num_images: int = 1,
                  output_type: str = "pil", control_image=None, controlnet_conditioning_scale: float = 1.0,
                  spacing: str = "uniform", known_noise: str = "fresh", mask_grow: int = 0, mask_blur: float = 0,
-                 composite: bool = True, crop_padding: int | None = None, sigmas: Optional[torch.Tensor] = None,
+                 composite: bool = True, crop_padding: int | None = None, crop_resolution: int | None = None,
+                 sigmas: Optional[torch.Tensor] = None,
                  conditioning: Optional[TextConditioning] = None, progress: bool = True,
                  callback: Optional[Callable] = None) -> SDEditOutput:
         """Edit ``image`` (PIL, numpy, tensor or list) with SDEdit.
@@ -283,7 +304,10 @@ class SDEditPipeline:
         original pixels are pasted back wherever the (grown/feathered) mask is 0, bit for bit.
         ``num_images`` copies of each input get seeds seed, seed+1, …; ``repeats`` is the paper's K.
         ``crop_padding`` (with a mask) edits only the mask's bounding box plus that many pixels and
-        stitches it back: more detail for small edits in large images, and less compute.
+        stitches it back: less compute for small edits in large images; ``crop_resolution`` (long
+        side, pixels) also resizes that region for the model, None keeps it native (the ComfyUI node's
+        ``crop_to_mask`` + ``crop_resolution``; :class:`sdedit_engine.core.framing.Crop`). The pixel →
+        latent mask rule and the padding are those of :mod:`sdedit_engine.core.framing`.
         ``conditioning`` replaces prompt encoding with precomputed :class:`TextConditioning`.
         """
         if output_type not in OUTPUT_TYPES:
@@ -295,27 +319,22 @@ class SDEditPipeline:
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
         n_in = original.shape[0]
-        pmask = self._prepare_mask(mask, original, mask_grow, mask_blur)
+        pmask = self.mask_tensor(mask, original)
         if pmask is not None:
             pmask = pmask.expand(n_in, -1, -1, -1).repeat_interleave(num_images, dim=0)
         original = original.repeat_interleave(num_images, dim=0) if num_images > 1 else original
         b = original.shape[0]
         seeds = _seeds(seed, generator, b)
-        full, box = original, None
+        crop = None
         if crop_padding is not None:
             if pmask is None:
                 raise ValueError("crop_padding needs a mask (the crop is the mask's bounding box)")
             if output_type == "latent":
                 raise ValueError("crop_padding cannot return latents: they would cover only the crop")
-            original, pmask, box = imaging.crop_to_mask(original, pmask, int(crop_padding), self.vae_scale_factor)
-
-        padded, size = imaging.pad_to_multiple(original, self.vae_scale_factor)
-        ph, pw = padded.shape[-2:]
-        guide = self.encode(padded)
-        lmask = None
-        if pmask is not None:
-            pm, _ = imaging.pad_to_multiple(pmask, self.vae_scale_factor)
-            lmask = imaging.latent_mask(pm, tuple(guide.shape[-2:]), mode="max").to(self.device, guide.dtype)
+            crop = framing.Crop(int(crop_padding), crop_resolution)
+        fr = self.frame(original, pmask, grow=mask_grow, feather=mask_blur, crop=crop)
+        guide, lmask = fr.latent, fr.latent_mask
+        ph, pw = fr.padded.shape[-2:]
 
         ctrl = None
         if control_image is not None:
@@ -341,17 +360,8 @@ class SDEditPipeline:
                              extra_args=cond.as_extra_args(), sigmas=grid)
         finally:
             bar.close()
-        out = SDEditOutput(None, latents, t0, float(grid[0]), n_steps, denoiser.calls, seeds, grid)
-        if output_type == "latent":
-            out.images = latents
-            return out
-        result = imaging.unpad(self.decode(latents).cpu(), size)
-        if composite and pmask is not None:
-            result = imaging.composite(result, original, pmask)
-        if box is not None:
-            result = imaging.stitch(full, result, box)
-        out.images = imaging.to_pil(result) if output_type == "pil" else (
-            result.permute(0, 2, 3, 1).numpy() if output_type == "np" else result)
+        out = SDEditOutput(None, latents, t0, float(grid[0]), n_steps, denoiser.calls, seeds, grid, lmask)
+        out.images = self.finish(fr, latents, composite, output_type)
         return out
 
     # ------------------------------------------------------------------ the SDE editing family
@@ -377,5 +387,5 @@ class SDEditPipeline:
         """Fine-tune a removable LoRA on ``image``; see :func:`sdedit_engine.pipelines.lora_tuning.tune_lora`."""
         from .lora_tuning import tune_lora
 
-        padded, _ = imaging.pad_to_multiple(imaging.to_tensor(image).float(), self.vae_scale_factor)
+        padded = framing.frame(imaging.to_tensor(image).float(), factor=self.vae_scale_factor).padded
         return tune_lora(self, padded, prompt, **kwargs)

@@ -129,7 +129,7 @@ def test_stroke_guide_treats_an_all_zero_mask_as_no_mask(comfy):
 
 
 def test_windowed_mask_grow_and_feather_matches_the_whole_image(comfy):
-    from comfyui_sdedit.nodes.editing import _grow_and_feather
+    from comfyui_sdedit.sdedit_engine.core.masks import grow_and_feather as _grow_and_feather
     from comfyui_sdedit.sdedit_engine.io import imaging
 
     m = torch.zeros(1, 1, 300, 400)
