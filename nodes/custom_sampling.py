@@ -5,16 +5,13 @@ from __future__ import annotations
 import torch
 from comfy_api.v0_0_2 import io
 
-from ..sdedit_engine.core.samplers import SAMPLER_NAMES
-from ..sdedit_engine.core.schedules import SPACINGS
-from ..sdedit_engine.core.sdedit import KNOWN_NOISE_MODES
 from .backend import SDEditKSampler, model_schedule
-from .sdedit_nodes import T0_TOOLTIP
+from .inputs import SDEditNode, inputs
 
 CATEGORY = "SDEdit/custom_sampling"
 
 
-class SDEditSigmas(io.ComfyNode):
+class SDEditSigmas(SDEditNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -26,12 +23,8 @@ class SDEditSigmas(io.ComfyNode):
                 "(sigma of timestep round(t0*1000)-1) and reach 0 in 'steps' steps. Unlike BasicScheduler's "
                 "'denoise', the start does not depend on the scheduler."
             ),
-            inputs=[
-                io.Model.Input("model", tooltip="The model whose noise schedule is used."),
-                io.Float.Input("t0", default=0.5, min=0.0, max=1.0, step=0.01, tooltip=T0_TOOLTIP),
-                io.Int.Input("steps", default=20, min=1, max=1000, tooltip="Number of steps from t0 to 0."),
-                io.Combo.Input("spacing", options=list(SPACINGS), default="uniform", tooltip="uniform in timestep (paper) or karras (more steps at low noise)."),
-            ],
+            inputs=inputs("model", "t0", "steps", "spacing", model={"tooltip": "The model whose noise schedule is used."},
+                          steps={"tooltip": "Number of steps from t0 to 0."}),
             outputs=[io.Sigmas.Output("SIGMAS", display_name="sigmas", tooltip="steps+1 descending sigmas ending at 0.")],
         )
 
@@ -41,7 +34,7 @@ class SDEditSigmas(io.ComfyNode):
         return io.NodeOutput(sigmas.to(torch.float32))
 
 
-class SDEditSampler(io.ComfyNode):
+class SDEditSampler(SDEditNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -54,11 +47,8 @@ class SDEditSampler(io.ComfyNode):
                 "(SetLatentNoiseMask): the kept area is re-noised to the current sigma at every step and returned "
                 "exactly. Feed it SDEdit Sigmas and a VAE-encoded guide."
             ),
-            inputs=[
-                io.Combo.Input("sampler", options=list(SAMPLER_NAMES), default="dpmpp_2m_sde", tooltip="dpmpp_2m_sde (accurate at 20-30 steps), ddpm (the paper's), euler_maruyama (the paper's Algorithm 1), or the ODE twins ddim / dpmpp_2m."),
-                io.Int.Input("repeats", default=1, min=1, max=10, tooltip="K: re-noise to the first sigma and solve again, K times in all."),
-                io.Combo.Input("known_noise", options=list(KNOWN_NOISE_MODES), default="fresh", tooltip="Re-noise the kept area with fresh noise at each step, or with one fixed tensor per repeat."),
-            ],
+            inputs=inputs("sampler", "repeats", "known_noise",
+                          repeats={"tooltip": "K: re-noise to the first sigma and solve again, K times in all."}),
             outputs=[io.Sampler.Output("SAMPLER", display_name="sampler")],
         )
 

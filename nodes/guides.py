@@ -7,6 +7,7 @@ from comfy_api.v0_0_2 import io
 
 from ..sdedit_engine.io import imaging
 from .editing import guide_to_bchw
+from .inputs import SDEditNode, build
 
 CATEGORY = "SDEdit/guides"
 
@@ -28,7 +29,7 @@ def _stroke_coverage(base: torch.Tensor, strokes_bhwc: torch.Tensor, stroke_mask
     return (diff > threshold).to(strokes.dtype)
 
 
-class SDEditStrokeGuide(io.ComfyNode):
+class SDEditStrokeGuide(SDEditNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -44,7 +45,7 @@ class SDEditStrokeGuide(io.ComfyNode):
                 io.Image.Input("base", tooltip="The photo or image to edit."),
                 io.Image.Input("strokes", tooltip="The stroke layer, same size as base: an RGBA image (alpha = strokes), or RGB with stroke_mask, or the base with strokes painted over it."),
                 io.Mask.Input("stroke_mask", optional=True, tooltip="Where the strokes are (1 = stroke), when the stroke image has no alpha. Note: LoadImage's MASK is 1 where the image is transparent, so invert it first for a stroke layer. An all-zero mask (LoadImage's for images without transparency) counts as no mask."),
-                io.Int.Input("grow", default=16, min=0, max=512, tooltip="Grow the stroke mask by this many pixels, so the edit reaches a little beyond the strokes."),
+                build("grow", default=16, tooltip="Grow the stroke mask by this many pixels, so the edit reaches a little beyond the strokes."),
                 io.Float.Input("threshold", default=0.02, min=0.0, max=1.0, step=0.005, tooltip="When neither alpha nor stroke_mask is given: how much a pixel must differ from the base to count as a stroke."),
             ],
             outputs=[
@@ -72,7 +73,7 @@ class SDEditStrokeGuide(io.ComfyNode):
         return io.NodeOutput(imaging.to_bhwc(guide), mask[:, 0].contiguous())
 
 
-class SDEditCompositeGuide(io.ComfyNode):
+class SDEditCompositeGuide(SDEditNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -90,7 +91,7 @@ class SDEditCompositeGuide(io.ComfyNode):
                 io.Int.Input("x", default=0, min=-16384, max=16384, tooltip="Left edge of the patch on the base, in pixels."),
                 io.Int.Input("y", default=0, min=-16384, max=16384, tooltip="Top edge of the patch on the base, in pixels."),
                 io.Mask.Input("patch_mask", optional=True, tooltip="Which pixels of the patch to paste (1 = paste); the whole rectangle if unconnected."),
-                io.Int.Input("grow", default=8, min=0, max=512, tooltip="Grow the pasted area's mask by this many pixels, so the seam is re-synthesised too."),
+                build("grow", tooltip="Grow the pasted area's mask by this many pixels, so the seam is re-synthesised too."),
             ],
             outputs=[
                 io.Image.Output("GUIDE", display_name="guide", tooltip="The composite."),

@@ -13,14 +13,9 @@ from ..sdedit_engine.core.samplers import offset_callback
 from ..sdedit_engine.core.sde_edits import diffedit, diffedit_mask
 from .backend import model_schedule, run_engine_loop
 from .editing import EditSettings, edit_images, finish_pixels, frame_pixels, guide_to_bchw, mask_to_b1hw
-from .sdedit_nodes import T0_TOOLTIP, model_inputs
+from .inputs import MODEL_INPUTS, SDEditNode, inputs
 
 CATEGORY = "SDEdit/SDE family"
-POINTS_TOOLTIP = (
-    'Drag pairs in image pixels as JSON: [{"source": [x, y], "target": [x, y]}, ...] (x = column, y = row). '
-    "Click on the node's image to add them: first click = source, second = target. Also accepts a flat point "
-    "list such as KJNodes' PointsEditor output ([{\"x\":..,\"y\":..}, ...], read as source, target, source, target...)."
-)
 
 
 def _frame(vae, image, mask, what: str):
@@ -32,7 +27,7 @@ def _frame(vae, image, mask, what: str):
     return fr
 
 
-class SDEditDrag(io.ComfyNode):
+class SDEditDrag(SDEditNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -45,21 +40,16 @@ class SDEditDrag(io.ComfyNode):
                 "so everything not dragged comes back as it was. Long drags are split into small moves. Defaults "
                 "follow the paper (t0 0.6, 120 steps, 10x10 latent patches, CFG ramping up to 3)."
             ),
-            inputs=model_inputs()[:4]
-            + [
-                io.Image.Input("image", tooltip="The image to drag-edit (512x512 suits SD1.x). RGBA: alpha is ignored."),
-                io.String.Input("points", default="[]", multiline=True, tooltip=POINTS_TOOLTIP),
-                io.Mask.Input("mask", optional=True, tooltip="Optional editable area (1 = may change). Outside it the image is kept exactly."),
-                io.Float.Input("t0", default=0.6, min=0.0, max=1.0, step=0.01, tooltip=T0_TOOLTIP),
-                io.Int.Input("steps", default=120, min=1, max=1000, tooltip="Reverse steps from t0 (the paper: 120 = 0.6 of a 200-step grid). Each drag iteration costs 2 x steps model calls."),
-                io.Float.Input("cfg", default=3.0, min=1.0, max=30.0, step=0.1, tooltip="Guidance at t0; it ramps linearly down to about 1 near the end, as in the paper."),
-                io.Float.Input("step_size", default=2.0, min=0.5, max=64.0, step=0.5, tooltip="Latent pixels moved per drag iteration (2 = 16 image pixels). Longer drags take more iterations."),
-                io.Int.Input("patch_radius", default=5, min=1, max=32, tooltip="Half-size of the copied latent patch (5 = 10x10 latent = 80x80 pixels)."),
-                io.Float.Input("beta", default=0.3, min=0.0, max=1.0, step=0.05, tooltip="How much of the source's content stays where it was (the rest is replaced by noise)."),
-                io.Float.Input("alpha", default=1.1, min=0.5, max=2.0, step=0.05, tooltip="Amplification of the pasted patch at the target."),
-                io.Int.Input("seed", default=1234, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="Seed of the forward noise."),
-                io.Boolean.Input("keep_unmasked_pixels", default=True, tooltip="With a mask: paste the original pixels back outside it after decoding (bit-identical)."),
-            ],
+            inputs=inputs(
+                *MODEL_INPUTS, "image", "points", "mask", "t0", "steps", "cfg", "step_size", "patch_radius", "beta",
+                "alpha", "seed", "keep_unmasked_pixels",
+                image={"tooltip": "The image to drag-edit (512x512 suits SD1.x). RGBA: alpha is ignored."},
+                mask={"tooltip": "Optional editable area (1 = may change). Outside it the image is kept exactly."},
+                t0={"default": 0.6},
+                steps={"default": 120, "tooltip": "Reverse steps from t0 (the paper: 120 = 0.6 of a 200-step grid). Each drag iteration costs 2 x steps model calls."},
+                cfg={"default": 3.0, "min": 1.0, "max": 30.0, "round": None, "tooltip": "Guidance at t0; it ramps linearly down to about 1 near the end, as in the paper."},
+                seed={"default": 1234, "tooltip": "Seed of the forward noise."},
+            ),
             outputs=[io.Image.Output("IMAGE", display_name="image", tooltip="The dragged image.")],
         )
 
@@ -87,7 +77,7 @@ class SDEditDrag(io.ComfyNode):
         return io.NodeOutput(imaging.to_bhwc(finish_pixels(vae, fr, out, keep_unmasked_pixels)))
 
 
-class SDEditCycleInpaint(io.ComfyNode):
+class SDEditCycleInpaint(SDEditNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -99,18 +89,14 @@ class SDEditCycleInpaint(io.ComfyNode):
                 "starts from pure noise and is solved with DDPM (mode sde) while the rest is re-noised from the image "
                 "at every step; mode ode runs the DDIM twin for comparison. The paper finds SDE better at every step count."
             ),
-            inputs=model_inputs()[:4]
-            + [
-                io.Image.Input("image", tooltip="The image to inpaint. RGBA: alpha is ignored."),
-                io.Mask.Input("mask", tooltip="The area to fill (1 = fill); same size as the image."),
-                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Solver steps (model calls)."),
-                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, tooltip="Classifier-free guidance scale."),
-                io.Combo.Input("mode", options=["sde", "ode"], default="sde", tooltip="sde: DDPM (stochastic). ode: DDIM (deterministic twin)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="Noise seed."),
-                io.Int.Input("mask_grow", default=4, min=0, max=256, tooltip="Grow the mask by this many pixels."),
-                io.Float.Input("mask_feather", default=4.0, min=0.0, max=128.0, step=0.5, tooltip="Soften the mask edge over about this many pixels."),
-                io.Boolean.Input("keep_unmasked_pixels", default=True, tooltip="Paste the original back outside the mask after decoding (bit-identical)."),
-            ],
+            inputs=inputs(
+                *MODEL_INPUTS, "image", "mask", "steps", "cfg", "mode", "seed", "mask_grow", "mask_feather", "keep_unmasked_pixels",
+                image={"tooltip": "The image to inpaint. RGBA: alpha is ignored."},
+                mask={"optional": False, "tooltip": "The area to fill (1 = fill); same size as the image."},
+                steps={"default": 50, "tooltip": "Solver steps (model calls)."},
+                mode={"tooltip": "sde: DDPM (stochastic). ode: DDIM (deterministic twin)."},
+                mask_grow={"default": 4}, mask_feather={"default": 4.0},
+            ),
             outputs=[io.Image.Output("IMAGE", display_name="image")],
         )
 
@@ -128,7 +114,7 @@ class SDEditCycleInpaint(io.ComfyNode):
         return io.NodeOutput(imaging.to_bhwc(images))
 
 
-class SDEditImageToImage(io.ComfyNode):
+class SDEditImageToImage(SDEditNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -141,22 +127,16 @@ class SDEditImageToImage(io.ComfyNode):
                 "forward-noises and decodes with Cycle-SDE (noise recorded under the source prompt); mode ode is DDIM "
                 "inversion + DDIM (the original DiffEdit). Outside the mask the image is kept."
             ),
-            inputs=[
-                io.Model.Input("model", tooltip="The diffusion model."),
-                io.Conditioning.Input("source", tooltip="Prompt describing the image as it is (e.g. 'a bowl of fruits')."),
-                io.Conditioning.Input("target", tooltip="Prompt describing the wanted result (e.g. 'a bowl of bananas')."),
-                io.Conditioning.Input("negative", tooltip="Unconditional / negative prompt for CFG (usually empty)."),
-                io.Vae.Input("vae", tooltip="The VAE."),
-                io.Image.Input("image", tooltip="The image to edit. RGBA: alpha is ignored."),
-                io.Mask.Input("mask", optional=True, tooltip="Area to edit (1 = edit). Unconnected: DiffEdit's automatic mask."),
-                io.Float.Input("t0", default=0.7, min=0.0, max=1.0, step=0.01, tooltip=T0_TOOLTIP),
-                io.Int.Input("steps", default=35, min=1, max=1000, tooltip="Steps from t0 (the paper: 35 = 0.7 of 50). Costs 2 x steps model calls."),
-                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, tooltip="Classifier-free guidance scale."),
-                io.Combo.Input("mode", options=["sde", "ode"], default="sde", tooltip="sde: DiffEdit-SDE (Cycle-SDE). ode: DiffEdit (DDIM inversion)."),
-                io.Float.Input("mask_threshold", default=0.5, min=0.0, max=1.0, step=0.05, tooltip="Automatic mask only: threshold on the normalised prompt disagreement."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="Noise seed."),
-                io.Boolean.Input("keep_unmasked_pixels", default=True, tooltip="Paste the original back outside the mask after decoding (bit-identical)."),
-            ],
+            inputs=inputs(
+                "model", "source", "target", "negative", "vae", "image", "mask", "t0", "steps", "cfg", "mode",
+                "mask_threshold", "seed", "keep_unmasked_pixels",
+                negative={"tooltip": "Unconditional / negative prompt for CFG (usually empty)."},
+                mask={"tooltip": "Area to edit (1 = edit). Unconnected: DiffEdit's automatic mask."},
+                t0={"default": 0.7},
+                steps={"default": 35, "tooltip": "Steps from t0 (the paper: 35 = 0.7 of 50). Costs 2 x steps model calls."},
+                cfg={"default": 7.5},
+                mode={"tooltip": "sde: DiffEdit-SDE (Cycle-SDE). ode: DiffEdit (DDIM inversion)."},
+            ),
             outputs=[
                 io.Image.Output("IMAGE", display_name="image"),
                 io.Mask.Output("MASK", display_name="mask", tooltip="The mask used (the automatic one when none was given)."),

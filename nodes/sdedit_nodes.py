@@ -7,60 +7,10 @@ import torch
 from comfy_api.v0_0_2 import io, ui
 
 from ..sdedit_engine.io import imaging
-from ..sdedit_engine.core.samplers import SAMPLER_NAMES
-from ..sdedit_engine.core.schedules import SPACINGS
-from ..sdedit_engine.core.sdedit import KNOWN_NOISE_MODES
 from .editing import EditSettings, edit_images, guide_to_bchw, mask_to_b1hw
+from .inputs import SDEditNode, advanced_inputs, mask_inputs, model_inputs, sampling_inputs
 
 CATEGORY = "SDEdit"
-
-T0_TOOLTIP = (
-    "Noise level to start from, as in the SDEdit paper: 0 keeps the guide, 1 is pure noise. "
-    "Small t0 = faithful to your strokes, large t0 = more realistic. It is a noise level "
-    "(sigma of timestep round(t0*1000)-1), NOT KSampler's 'denoise', whose noise level depends on the "
-    "scheduler (denoise 0.5 with karras is a much weaker edit). Typical: 0.3-0.6. Below 0.0015 (one "
-    "timestep) the edit is a single denoise at the lowest noise level, whatever 'steps' says."
-)
-
-
-def model_inputs() -> list:
-    return [
-        io.Model.Input("model", tooltip="The diffusion model (SD1.x, SD2.x incl. v-prediction, SDXL); LoRAs and patches applied upstream are used."),
-        io.Conditioning.Input("positive", tooltip="What the edited image should show (ControlNet applied to it is honoured)."),
-        io.Conditioning.Input("negative", tooltip="What to steer away from (used when cfg > 1)."),
-        io.Vae.Input("vae", tooltip="The VAE that encodes the guide and decodes the result."),
-        io.Image.Input("guide", tooltip="The guide: a stroke painting, a photo with strokes, or a composite. RGBA: the alpha channel is ignored. Sizes are padded to a multiple of 8 and cropped back."),
-    ]
-
-
-def sampling_inputs(t0_default: float = 0.5) -> list:
-    return [
-        io.Float.Input("t0", default=t0_default, min=0.0, max=1.0, step=0.01, tooltip=T0_TOOLTIP),
-        io.Int.Input("steps", default=20, min=1, max=1000, tooltip="Solver steps from the noise level t0 down to 0 (model calls per repeat). t0*1000 steps with ddpm reproduces the paper's loop exactly."),
-        io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="Classifier-free guidance scale; 1 disables the negative prompt (and halves the cost)."),
-        io.Combo.Input("sampler", options=list(SAMPLER_NAMES), default="dpmpp_2m_sde", tooltip="dpmpp_2m_sde: accurate SDE solver at 20-30 steps (default). ddpm: the paper's ancestral sampler. euler_maruyama: the paper's Algorithm 1 (needs many steps). ddim / dpmpp_2m: deterministic ODE twins, for comparison."),
-        io.Int.Input("repeats", default=1, min=1, max=10, tooltip="K: re-noise the result to t0 and solve again, K times in all. Each repeat adds realism and costs another 'steps' model calls."),
-        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="Noise seed. Image i of a batch uses seed+i, so a result never depends on the batch or the device."),
-    ]
-
-
-def mask_inputs() -> list:
-    return [
-        io.Mask.Input("mask", optional=True, tooltip="Optional editable area (1 = edit, 0 = keep). Must match the guide's size; one mask for the batch or one per image. Leave unconnected to edit the whole image."),
-        io.Int.Input("mask_grow", default=8, min=0, max=256, tooltip="Grow the mask by this many pixels before editing, so the edit can blend into its surroundings."),
-        io.Float.Input("mask_feather", default=8.0, min=0.0, max=128.0, step=0.5, tooltip="Soften the mask edge over about this many pixels (hides seams)."),
-        io.Boolean.Input("keep_unmasked_pixels", default=True, tooltip="Paste the original guide back outside the (feathered) mask after decoding, so unmasked pixels are bit-identical to the input (the VAE round trip would otherwise alter them)."),
-        io.Boolean.Input("crop_to_mask", default=False, tooltip="Edit only the mask's bounding box (plus padding) at the working resolution and stitch it back: the cost follows the mask, not the image. Needs a mask."),
-        io.Int.Input("crop_padding", default=64, min=0, max=1024, tooltip="Context around the mask's bounding box, in pixels, when cropping."),
-        io.Int.Input("crop_resolution", default=512, min=64, max=4096, step=8, tooltip="Working resolution (long side) of the cropped region: 512 for SD1.x, 1024 for SDXL."),
-    ]
-
-
-def advanced_inputs() -> list:
-    return [
-        io.Combo.Input("spacing", options=list(SPACINGS), default="uniform", optional=True, tooltip="Spacing of the steps between t0 and 0: uniform in timestep (paper) or karras (more steps at low noise)."),
-        io.Combo.Input("known_noise", options=list(KNOWN_NOISE_MODES), default="fresh", optional=True, tooltip="Noise for re-noising the kept area at each step: fresh (default) or one fixed tensor per repeat (the official code and ComfyUI's inpainting)."),
-    ]
 
 
 def _settings(t0, steps, cfg, sampler, repeats, seed, spacing, known_noise) -> EditSettings:
@@ -76,7 +26,7 @@ def _prepare(guide, mask, crop_to_mask):
     return pixels, m
 
 
-class SDEdit(io.ComfyNode):
+class SDEdit(SDEditNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -124,7 +74,7 @@ def parse_t0_list(text: str) -> list[float]:
     return values
 
 
-class SDEditT0Sweep(io.ComfyNode):
+class SDEditT0Sweep(SDEditNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
