@@ -30,7 +30,7 @@ def test_conversions_roundtrip_uint8_exact():
 
 def test_mask_to_tensor_shapes_and_range():
     assert im.mask_to_tensor(np.ones((4, 5), dtype=np.uint8) * 255).shape == (1, 1, 4, 5)
-    m = im.mask_to_tensor(torch.full((2, 4, 5), 3.0))
+    m = im.mask_to_tensor(torch.full((2, 4, 5), 1.004))  # float rounding above 1 is clamped
     assert m.shape == (2, 1, 4, 5) and float(m.max()) == 1.0
     with pytest.raises(im.ImageError):
         im.mask_to_tensor(torch.zeros(1, 3, 4, 5))

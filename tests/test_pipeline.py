@@ -123,6 +123,10 @@ def test_bad_inputs(pipe):
         _pt(pipe, img, output_type="jpeg")
     with pytest.raises(ValueError, match="ControlNet"):
         _pt(pipe, img, control_image=img)
+    with pytest.raises(ValueError, match=r"^image: values must be in \[0, 1\].*0…255"):
+        _pt(pipe, img * 255)  # float 0…255 was read as 0…1 (a white, clipped guide)
+    with pytest.raises(ValueError, match=r"^mask: values must be in \[0, 1\]"):
+        _pt(pipe, img, mask=torch.full((1, 1, 64, 64), 255.0))
 
 
 def test_repeats_progress_and_cancel(pipe):

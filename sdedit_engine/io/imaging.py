@@ -40,31 +40,32 @@ from ..core.masks import (  # noqa: F401
     stitch,
     unpad,
 )
+from . import values
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 # --------------------------------------------------------------------------- conversion
-def to_tensor(image) -> torch.Tensor:
+def to_tensor(image, name: str = "image") -> torch.Tensor:
     """PIL image, numpy ``(H,W[,C])``/``(B,H,W,C)`` or tensor ``(3,H,W)``/``(B,3,H,W)`` -> ``(B,3,H,W)`` float.
 
-    Integer inputs are divided by 255; float inputs are taken as already in ``[0, 1]``.
+    Values map to ``[0, 1]`` by the rules of :mod:`.values` (uint8 / 255, uint16 and 16-bit PIL modes
+    / 65535, floats as they are); float data outside ``[0, 1]`` is a ``ValueError`` naming ``name``.
     Grayscale is repeated to RGB and an alpha channel is dropped.
     """
     if isinstance(image, (list, tuple)):
-        return torch.cat([to_tensor(i) for i in image], dim=0)
+        return torch.cat([to_tensor(i, name) for i in image], dim=0)
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        image = values.pil_to_array(image, grey=False, name=name)
     if isinstance(image, np.ndarray):
         arr = image
-        scale = 255.0 if arr.dtype == np.uint8 else (65535.0 if arr.dtype == np.uint16 else 1.0)
         if arr.ndim == 2:
             arr = arr[..., None]
         if arr.ndim == 3:
             arr = arr[None]
         if arr.ndim != 4:
-            raise ImageError(f"expected an image array (H,W,C) or (B,H,W,C), got shape {image.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32) / scale).permute(0, 3, 1, 2)
+            raise ImageError(f"{name}: expected an image array (H,W,C) or (B,H,W,C), got shape {image.shape}")
+        t = values.array_to_tensor(arr, name).permute(0, 3, 1, 2)
     elif isinstance(image, torch.Tensor):
         t = image
         if t.ndim == 2:
@@ -72,36 +73,37 @@ def to_tensor(image) -> torch.Tensor:
         elif t.ndim == 3:
             t = t[None]
         if t.ndim != 4:
-            raise ImageError(f"expected an image tensor (3,H,W) or (B,3,H,W), got shape {tuple(image.shape)}")
-        t = t.float() / 255.0 if not t.is_floating_point() else t
+            raise ImageError(f"{name}: expected an image tensor (3,H,W) or (B,3,H,W), got shape {tuple(image.shape)}")
+        t = values.tensor_to_unit(t, name)
     else:
-        raise ImageError(f"unsupported image type {type(image).__name__}")
+        raise ImageError(f"{name}: unsupported image type {type(image).__name__}")
     if t.shape[1] == 1:
         t = t.expand(-1, 3, -1, -1)
     elif t.shape[1] == 4:
         t = t[:, :3]
     elif t.shape[1] != 3:
-        raise ImageError(f"expected 1, 3 or 4 channels, got shape {tuple(t.shape)}")
+        raise ImageError(f"{name}: expected 1, 3 or 4 channels, got shape {tuple(t.shape)}")
     return t.contiguous()
 
 
-def mask_to_tensor(mask) -> torch.Tensor:
-    """PIL (converted to L), numpy ``(H,W)``/``(B,H,W)`` or tensor ``(H,W)``/``(B,H,W)``/``(B,1,H,W)`` -> ``(B,1,H,W)``."""
+def mask_to_tensor(mask, name: str = "mask") -> torch.Tensor:
+    """PIL (any mode, read as grey), numpy ``(H,W)``/``(B,H,W)`` or tensor ``(H,W)``/``(B,H,W)``/``(B,1,H,W)``
+    -> ``(B,1,H,W)`` in ``[0, 1]`` (value rules of :mod:`.values`; ``ValueError`` naming ``name``)."""
     if isinstance(mask, Image.Image):
-        mask = np.asarray(mask.convert("L"))
+        mask = values.pil_to_array(mask, grey=True, name=name)
     if isinstance(mask, np.ndarray):
-        scale = 255.0 if mask.dtype == np.uint8 else (1.0 if mask.dtype != bool else 1.0)
-        mask = torch.from_numpy(np.ascontiguousarray(mask).astype(np.float32) / scale)
-    if not isinstance(mask, torch.Tensor):
-        raise ImageError(f"unsupported mask type {type(mask).__name__}")
-    m = mask.float() if mask.is_floating_point() or mask.dtype == torch.bool else mask.float() / 255.0
+        m = values.array_to_tensor(mask, name)
+    elif isinstance(mask, torch.Tensor):
+        m = values.tensor_to_unit(mask, name).float()
+    else:
+        raise ImageError(f"{name}: unsupported mask type {type(mask).__name__}")
     if m.ndim == 2:
         m = m[None, None]
     elif m.ndim == 3:
         m = m[:, None]
     if m.ndim != 4 or m.shape[1] != 1:
-        raise ImageError(f"expected a mask (H,W), (B,H,W) or (B,1,H,W), got shape {tuple(mask.shape)}")
-    return m.clamp(0, 1).contiguous()
+        raise ImageError(f"{name}: expected a mask (H,W), (B,H,W) or (B,1,H,W), got shape {tuple(mask.shape)}")
+    return m.contiguous()
 
 
 def from_bhwc(image: torch.Tensor) -> torch.Tensor:
@@ -138,7 +140,7 @@ def load_image(path) -> torch.Tensor:
     try:
         with Image.open(p) as im:
             im.load()
-            return to_tensor(ImageOps.exif_transpose(im))  # camera photos: honour EXIF rotation
+            return to_tensor(ImageOps.exif_transpose(im), "pixel values")  # camera photos: honour EXIF rotation
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot read image {p}: {e}") from None
 
@@ -156,10 +158,8 @@ def load_mask(path, size: tuple[int, int] | None = None) -> torch.Tensor:
     try:
         with Image.open(p) as im:
             im.load()
-            if im.mode in ("RGBA", "LA") and np.asarray(im.getchannel("A")).min() < 255:
-                m = 1.0 - mask_to_tensor(im.getchannel("A"))
-            else:
-                m = mask_to_tensor(im)
+            alpha = values.alpha_of(im)
+            m = 1.0 - mask_to_tensor(alpha) if alpha is not None else mask_to_tensor(im, "pixel values")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot read mask {p}: {e}") from None
     if size is not None and tuple(m.shape[-2:]) != tuple(size):

@@ -338,7 +338,7 @@ class SDEditPipeline:
 
         ctrl = None
         if control_image is not None:
-            ctrl = imaging.resize(imaging.to_tensor(control_image).float(), (ph, pw))
+            ctrl = imaging.resize(imaging.to_tensor(control_image, "control_image").float(), (ph, pw))
             if ctrl.shape[0] not in (1, n_in):
                 raise ValueError(f"got {ctrl.shape[0]} control images for {n_in} input images (use 1 or {n_in})")
             ctrl = ctrl.expand(n_in, -1, -1, -1).repeat_interleave(num_images, dim=0).to(self.device)
