@@ -15,11 +15,10 @@ so front ends can print one line instead of a traceback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # the torch mask/region math lives in the engine; re-exported here for the callers that know it as imaging.*
 from ..core.masks import (  # noqa: F401
@@ -41,6 +40,7 @@ from ..core.masks import (  # noqa: F401
     unpad,
 )
 from . import values
+from .grids import labelled_grid  # noqa: F401  (grid drawing lives in io/grids.py)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -229,28 +229,3 @@ def faithfulness_l2(output: torch.Tensor, guide: torch.Tensor, size: int | None 
     if size:
         output, guide = resize(output, (size, size), "area"), resize(guide, (size, size), "area")
     return (output.float() - guide.float()).flatten(1).norm(dim=1)
-
-
-def labelled_grid(images: Sequence, labels: Sequence[str] | None = None, columns: int | None = None,
-                  label_height: int = 14, pad: int = 2) -> Image.Image:
-    """Images (tensors or PIL) in a grid, each with a text label above it, as one PIL RGB image."""
-    pils: list[Image.Image] = []
-    for im in images:
-        pils.extend(to_pil(im) if isinstance(im, torch.Tensor) else [im.convert("RGB")])
-    if not pils:
-        raise ImageError("labelled_grid needs at least one image")
-    labels = list(labels) if labels is not None else [""] * len(pils)
-    if len(labels) != len(pils):
-        raise ImageError(f"{len(labels)} labels for {len(pils)} images")
-    cols = columns or len(pils)
-    rows = -(-len(pils) // cols)
-    cw = max(p.width for p in pils) + pad
-    ch = max(p.height for p in pils) + label_height + pad
-    grid = Image.new("RGB", (cols * cw + pad, rows * ch + pad), "white")
-    draw = ImageDraw.Draw(grid)
-    font = ImageFont.load_default()
-    for i, (p, lab) in enumerate(zip(pils, labels)):
-        x, y = pad + (i % cols) * cw, pad + (i // cols) * ch
-        draw.text((x, y), str(lab), fill="black", font=font)
-        grid.paste(p, (x, y + label_height))
-    return grid
