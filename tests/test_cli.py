@@ -101,7 +101,7 @@ def test_sweep_writes_grid_plot_and_csv(files, tmp_path, capsys):
     assert [float(r["t0"]) for r in rows] == [0.2, 0.5, 0.8] * 2 and {r["seed"] for r in rows} == {"0", "1"}
     assert all(float(r["l2"]) > 0 and float(r["l2_32px"]) > 0 and r["nfe"] == "3" for r in rows)
     sig = [float(r["sigma0"]) for r in rows[:3]]
-    assert sig[0] < sig[1] < sig[2] and abs(sig[1] - 1.6129) < 1e-3  # SD's σ(t0=0.5), spec §3
+    assert sig[0] < sig[1] < sig[2] and abs(sig[1] - 1.6129) < 1e-3  # SD's σ(t0=0.5)
     grid = Image.open(outdir / "grid.png")
     assert grid.size == (4 * 66 + 2, 2 * (64 + 14 + 2) + 2)  # guide + 3 t0 columns, one row per seed
     plot = Image.open(outdir / "l2_vs_t0.png")

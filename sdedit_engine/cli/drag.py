@@ -12,55 +12,44 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
-from . import CLIError, _check_writable_image, _info, _positive_int, _t0, add_model_source_args, add_tiling_args, load_pipeline
-
-
-def _float(lo: float | None = None, hi: float | None = None, what: str = "value", open_lo: bool = False):
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
-        if not math.isfinite(v) or (lo is not None and (v <= lo if open_lo else v < lo)) or (hi is not None and v > hi):
-            rng = f"{'(' if open_lo else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-            raise argparse.ArgumentTypeError(f"{what} must be in {rng}, got {text}")
-        return v
-    return parse
+from .common import (
+    CLIError,
+    add_guidance_arg,
+    add_model_args,
+    check_writable_image,
+    info,
+    load_pipeline,
+    number,
+    positive_int,
+    steps_arg,
+    t0_arg,
+)
 
 
 def _family_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    add_model_source_args(g)
-    g.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
-                   help="auto: float16 on CUDA (the paper recommends float32 for drag without LoRA)")
-    g.add_argument("--lora", help="LoRA .safetensors file or folder to load")
-    g.add_argument("--lora-scale", type=float, default=1.0)
-    add_tiling_args(g)
+    g = add_model_args(p, controlnet=False)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(controlnet=None, control_image=None)
 
 
 def _drag_args(p: argparse.ArgumentParser, lora_rank: int) -> None:
     d = p.add_argument_group("SDE-Drag (defaults: the paper's)")
-    d.add_argument("--t0", type=_t0, default=0.6, help="noise level of the drag (paper: 0.6)")
-    d.add_argument("--steps", type=_positive_int, default=120, help="Cycle-SDE steps from t0 (paper: 120)")
-    d.add_argument("--guidance", "--guidance-scale", "--cfg", type=_float(0, what="--guidance"), default=3.0,
-                   dest="guidance", help="CFG at t0, ramping linearly to about 1 at the end (paper: 3)")
-    d.add_argument("--step-size", type=_float(0, what="--step-size", open_lo=True), default=2.0,
+    d.add_argument("--t0", type=t0_arg, default=0.6, help="noise level of the drag (paper: 0.6)")
+    d.add_argument("--steps", type=steps_arg, default=120, help="Cycle-SDE steps from t0 (paper: 120)")
+    add_guidance_arg(d, 3.0, "CFG at t0, ramping linearly to about 1 at the end (paper: 3)")
+    d.add_argument("--step-size", type=number(0, what="--step-size", open_lo=True), default=2.0,
                    help="latent pixels moved per drag iteration (2 = 16 image pixels)")
-    d.add_argument("--radius", type=_positive_int, default=5, help="half-size of the copied latent patch (5 = 10x10)")
-    d.add_argument("--beta", type=_float(0, 1, "--beta"), default=0.3, help="source content kept (rest: noise)")
-    d.add_argument("--alpha", type=_float(0, what="--alpha"), default=1.1, help="amplification at the target")
+    d.add_argument("--radius", type=positive_int, default=5, help="half-size of the copied latent patch (5 = 10x10)")
+    d.add_argument("--beta", type=number(0, 1, "--beta"), default=0.3, help="source content kept (rest: noise)")
+    d.add_argument("--alpha", type=number(0, what="--alpha"), default=1.1, help="amplification at the target")
     d.add_argument("--lora-steps", type=int, default=0,
                    help="fine-tune a LoRA on the image for N steps first (paper: 100; 0 = off)")
-    d.add_argument("--lora-rank", type=_positive_int, default=lora_rank, help=f"rank of that LoRA (default {lora_rank})")
-    d.add_argument("--lora-lr", type=_float(0, what="--lora-lr", open_lo=True), default=2e-4)
-    d.add_argument("--lora-scale-min", type=_float(0, 1, "--lora-scale-min"), default=0.5,
+    d.add_argument("--lora-rank", type=positive_int, default=lora_rank, help=f"rank of that LoRA (default {lora_rank})")
+    d.add_argument("--lora-lr", type=number(0, what="--lora-lr", open_lo=True), default=2e-4)
+    d.add_argument("--lora-scale-min", type=number(0, 1, "--lora-scale-min"), default=0.5,
                    help="LoRA weight at t0 (cosine ramp to 1 near t = 0)")
     d.add_argument("--prompt", default=None, help="prompt (a description of the wanted result works best)")
     d.add_argument("--negative-prompt", default=None)
@@ -84,7 +73,7 @@ def add_commands(sub) -> None:
     b = sub.add_parser("dragbench", help="SDE-Drag over a DragBench folder (skips and reports broken samples)")
     b.add_argument("folder", help="root of sample folders with origin_image.png, mask.png, prompt.json")
     b.add_argument("-o", "--output", required=True, help="output folder")
-    b.add_argument("--limit", type=_positive_int, help="only the first N samples")
+    b.add_argument("--limit", type=positive_int, help="only the first N samples")
     b.add_argument("--skip-existing", action="store_true", help="skip samples whose result already exists")
     b.add_argument("--sheet", choices=("each", "one", "both", "none"), default="both",
                    help="contact sheets: one per sample (<name>_sheet.png), one for all (contact_sheet.png)")
@@ -96,12 +85,12 @@ def add_commands(sub) -> None:
     i.add_argument("image")
     i.add_argument("--mask", required=True, help="white = fill")
     i.add_argument("--mode", choices=("sde", "ode"), default="sde")
-    i.add_argument("--steps", type=_positive_int, default=50)
-    i.add_argument("--guidance", "--guidance-scale", "--cfg", type=_float(0, what="--guidance"), default=7.5, dest="guidance")
+    i.add_argument("--steps", type=steps_arg, default=50)
+    add_guidance_arg(i, 7.5)
     i.add_argument("--prompt", default="")
     i.add_argument("--negative-prompt", default=None)
     i.add_argument("--mask-grow", type=int, default=0)
-    i.add_argument("--mask-blur", type=float, default=0.0)
+    i.add_argument("--mask-blur", type=number(0, what="--mask-blur"), default=0.0)
     i.add_argument("--no-composite", action="store_true")
     i.add_argument("-o", "--output", required=True)
     _family_model_args(i)
@@ -113,11 +102,11 @@ def add_commands(sub) -> None:
     e.add_argument("--target-prompt", required=True, help="what it should show, e.g. 'a bowl of bananas'")
     e.add_argument("--mask", help="white = edit (default: DiffEdit's automatic mask)")
     e.add_argument("--mode", choices=("sde", "ode"), default="sde")
-    e.add_argument("--t0", type=_t0, default=0.7)
-    e.add_argument("--steps", type=_positive_int, default=35)
-    e.add_argument("--guidance", "--guidance-scale", "--cfg", type=_float(0, what="--guidance"), default=7.5, dest="guidance")
+    e.add_argument("--t0", type=t0_arg, default=0.7)
+    e.add_argument("--steps", type=steps_arg, default=35)
+    add_guidance_arg(e, 7.5)
     e.add_argument("--negative-prompt", default=None)
-    e.add_argument("--mask-threshold", type=_float(0, 1, "--mask-threshold"), default=0.5)
+    e.add_argument("--mask-threshold", type=number(0, 1, "--mask-threshold"), default=0.5)
     e.add_argument("--save-mask", help="also write the mask used here")
     e.add_argument("--no-composite", action="store_true")
     e.add_argument("-o", "--output", required=True)
@@ -158,7 +147,7 @@ def _lora_options(args):
 
 
 def _drag_kwargs(args) -> dict:
-    return dict(t0=args.t0, steps=args.steps, guidance_scale=args.guidance, step_size=args.step_size,
+    return dict(t0=args.t0, steps=args.steps, guidance_scale=args.guidance_scale, step_size=args.step_size,
                 radius=args.radius, beta=args.beta, alpha=args.alpha, seed=args.seed, lora_tuning=_lora_options(args),
                 negative_prompt=args.negative_prompt, composite=not args.no_composite, output_type="pt",
                 progress=not args.quiet)
@@ -170,9 +159,9 @@ def cmd_drag(args) -> int:
     from .dragbench import contact_row
     from ..io.imaging import load_image, load_mask, save_image
 
-    _check_writable_image(args.output)
+    check_writable_image(args.output)
     if args.save_sheet:
-        _check_writable_image(args.save_sheet)
+        check_writable_image(args.save_sheet)
     image = load_image(args.image)
     h, w = image.shape[-2:]
     spec, file_prompt = read_points(args.points)
@@ -187,7 +176,7 @@ def cmd_drag(args) -> int:
     if args.save_sheet:
         contact_row(image, out.pairs, out.images, mask).save(args.save_sheet)
         print(args.save_sheet)
-    _info(args, f"drag: {len(out.pairs)} pair(s), {out.iterations} iteration(s), t0={args.t0} steps={out.steps} "
+    info(args, f"drag: {len(out.pairs)} pair(s), {out.iterations} iteration(s), t0={args.t0} steps={out.steps} "
                 f"NFE={out.nfe}" + (f", LoRA loss {out.lora_losses[0]:.4f} -> {out.lora_losses[-1]:.4f}"
                                     if out.lora_losses else ""))
     return 0
@@ -220,7 +209,7 @@ def cmd_dragbench(args) -> int:
     pipe = load_pipeline(args) if good else None
     outdir.mkdir(parents=True, exist_ok=True)
     for k, s in enumerate(good):
-        _info(args, f"[{k + 1}/{len(good)}] {s.name}: {len(s.pairs)} pair(s), prompt {s.prompt!r}")
+        info(args, f"[{k + 1}/{len(good)}] {s.name}: {len(s.pairs)} pair(s), prompt {s.prompt!r}")
         try:
             out = pipe.drag(s.image, s.pairs, s.mask, args.prompt if args.prompt is not None else s.prompt,
                             **_drag_kwargs(args))
@@ -245,7 +234,7 @@ def cmd_dragbench(args) -> int:
         print(outdir / "contact_sheet.png")
     (outdir / "summary.json").write_text(json.dumps(dict(sorted(summary.items())), indent=1) + "\n")
     n_ok = sum(1 for v in summary.values() if v["status"] == "ok")
-    _info(args, f"dragbench: {n_ok} ok, {len(failed)} failed of {len(found)} sample(s) -> {outdir}")
+    info(args, f"dragbench: {n_ok} ok, {len(failed)} failed of {len(found)} sample(s) -> {outdir}")
     if failed:
         names = ", ".join(f"{n} ({e})" for n, e in failed)
         raise CLIError(f"{len(failed)} of {len(found)} sample(s) failed: {names}; see {outdir / 'summary.json'}")
@@ -262,31 +251,31 @@ def _thumb(img, max_width: int):
 def cmd_inpaint(args) -> int:
     from ..io.imaging import load_image, load_mask, save_image
 
-    _check_writable_image(args.output)
+    check_writable_image(args.output)
     image = load_image(args.image)
     mask = load_mask(args.mask, size=tuple(image.shape[-2:]))
     pipe = load_pipeline(args)
     out = pipe.inpaint(image, mask, args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,
-                       mode=args.mode, guidance_scale=args.guidance, seed=args.seed, mask_grow=args.mask_grow,
+                       mode=args.mode, guidance_scale=args.guidance_scale, seed=args.seed, mask_grow=args.mask_grow,
                        mask_blur=args.mask_blur, composite=not args.no_composite, output_type="pt",
                        progress=not args.quiet)
     save_image(out.images, args.output)
     print(args.output)
-    _info(args, f"inpaint-{args.mode}: steps={out.steps} NFE={out.nfe}")
+    info(args, f"inpaint-{args.mode}: steps={out.steps} NFE={out.nfe}")
     return 0
 
 
 def cmd_diffedit(args) -> int:
     from ..io.imaging import load_image, load_mask, save_image
 
-    _check_writable_image(args.output)
+    check_writable_image(args.output)
     if args.save_mask:
-        _check_writable_image(args.save_mask)
+        check_writable_image(args.save_mask)
     image = load_image(args.image)
     mask = load_mask(args.mask, size=tuple(image.shape[-2:])) if args.mask else None
     pipe = load_pipeline(args)
     out = pipe.diffedit(image, args.source_prompt, args.target_prompt, mask, negative_prompt=args.negative_prompt,
-                        t0=args.t0, steps=args.steps, mode=args.mode, guidance_scale=args.guidance, seed=args.seed,
+                        t0=args.t0, steps=args.steps, mode=args.mode, guidance_scale=args.guidance_scale, seed=args.seed,
                         mask_threshold=args.mask_threshold, composite=not args.no_composite, output_type="pt",
                         progress=not args.quiet)
     save_image(out.images, args.output)
@@ -294,6 +283,6 @@ def cmd_diffedit(args) -> int:
     if args.save_mask:
         save_image(out.mask, args.save_mask)
         print(args.save_mask)
-    _info(args, f"diffedit-{args.mode}: t0={args.t0} steps={out.steps} NFE={out.nfe}, "
+    info(args, f"diffedit-{args.mode}: t0={args.t0} steps={out.steps} NFE={out.nfe}, "
                 f"mask {'given' if mask is not None else 'automatic'} ({float(out.mask.mean()):.0%} of the image)")
     return 0

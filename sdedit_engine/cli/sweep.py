@@ -1,4 +1,4 @@
-"""t0 sweeps: the realism/faithfulness trade-off of SDEdit (paper's t0 figure; spec §2).
+"""t0 sweeps: the realism/faithfulness trade-off of SDEdit (Meng et al., ICLR 2022, Sec. 3).
 
 :func:`t0_sweep` edits one guide at several t0 (and seeds) with any callable that behaves like
 :class:`~sdedit_engine.pipelines.pipeline.SDEditPipeline`, and writes
@@ -8,7 +8,8 @@
 * ``sweep.csv`` — one row per (seed, t0): σ0, timestep, NFE, L2, RMSE (and L2 at a reduced size);
 * ``t0-<t0>_seed-<seed>.png`` — every result.
 
-Only faithfulness is measured here: realism metrics (KID) need network weights (spec §2).
+Only faithfulness is measured here: realism metrics (KID) need Inception network weights, which this
+package never downloads.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Sequence
 
@@ -147,6 +148,16 @@ def copy_paste(z: torch.Tensor, pairs, *, radius: int, beta: float, alpha: float
     return z
 
 
+def _check_cells(k: int, pair) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Pair ``k`` as ((x, y), (x, y)) integer latent cells, or a ValueError naming it."""
+    try:
+        (sx, sy), (tx, ty) = pair
+        return (operator.index(sx), operator.index(sy)), (operator.index(tx), operator.index(ty))
+    except (TypeError, ValueError):
+        raise ValueError(f"pairs: pair {k} must be ((x, y), (x, y)) in integer latent cells (see to_latent_points), "
+                         f"got {pair!r}") from None
+
+
 def sde_drag(
     denoiser,
     latent: torch.Tensor,
@@ -178,6 +189,7 @@ def sde_drag(
     if not pairs:
         raise ValueError("pairs: no point pairs given")
     height, width = latent.shape[-2:]
+    pairs = [_check_cells(k, pair) for k, pair in enumerate(pairs)]
     for k, (s, t) in enumerate(pairs):
         for name, (x, y) in (("source", s), ("target", t)):
             if not (0 <= x < width and 0 <= y < height):

@@ -51,16 +51,19 @@ def check_t0(t0: float) -> float:
     return value
 
 
+MAX_STEPS = 10_000  # 10× the 1000-step table; beyond it a run is a typo, not a finer solve
+
+
 def check_steps(steps: int, name: str = "steps") -> int:
-    """Validate a positive integer step count (bools and fractional numbers are refused)."""
+    """Validate a step count in 1..MAX_STEPS (bools and fractional numbers are refused)."""
     if isinstance(steps, bool):
         raise ValueError(f"{name} must be a positive integer, got {steps!r}")
     try:
         value = operator.index(steps)
     except TypeError:
         raise ValueError(f"{name} must be a positive integer, got {steps!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {steps!r}")
+    if not 1 <= value <= MAX_STEPS:
+        raise ValueError(f"{name} must be in 1..{MAX_STEPS}, got {steps!r}")
     return value
 
 

@@ -43,6 +43,8 @@ def sde_inpaint(
 ) -> torch.Tensor:
     """Fill the masked area (1 = fill) from pure noise with the SDE (DDPM) or its ODE twin (DDIM)."""
     _check_mode(mode)
+    if mask is None:
+        raise ValueError("mask is required: it marks the area to fill (1 = fill, 0 = keep)")
     return sdedit(denoiser, latent, t0=1.0, steps=steps, sampler="ddpm" if mode == "sde" else "ddim", mask=mask,
                   seed=seed, known_noise="fixed", extra_args=extra_args, callback=callback)
 

@@ -3,6 +3,8 @@ says what is allowed, so a front end (ComfyUI node, CLI) can show it as is."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Optional
 
 import torch
@@ -21,6 +23,13 @@ def check_finite_tensor(name: str, value, min_ndim: int = 0) -> torch.Tensor:
     if not bool(torch.isfinite(value).all()):
         raise ValueError(f"{name} contains NaN or inf values")
     return value
+
+
+def check_guidance_scale(value, name: str = "guidance_scale") -> float:
+    """A classifier-free guidance scale: a real number (not a string or bool), finite and >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 (1 = no guidance), got {value!r}")
+    return float(value)
 
 
 def check_mask(mask: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:

@@ -141,7 +141,7 @@ def load_image(path) -> torch.Tensor:
         with Image.open(p) as im:
             im.load()
             return to_tensor(ImageOps.exif_transpose(im), "pixel values")  # camera photos: honour EXIF rotation
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot read image {p}: {e}") from None
 
 
@@ -160,7 +160,7 @@ def load_mask(path, size: tuple[int, int] | None = None) -> torch.Tensor:
             im.load()
             alpha = values.alpha_of(im)
             m = 1.0 - mask_to_tensor(alpha) if alpha is not None else mask_to_tensor(im, "pixel values")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot read mask {p}: {e}") from None
     if size is not None and tuple(m.shape[-2:]) != tuple(size):
         raise ImageError(

@@ -1,4 +1,4 @@
-"""The SDEdit paper's stroke simulation (App. D; spec §2): turn a photo into a stroke painting.
+"""The SDEdit paper's stroke simulation (Meng et al., ICLR 2022, App. D): turn a photo into a stroke painting.
 
 Real images become "human-like" stroke guides so faithfulness/realism can be measured at
 scale: a **large median filter** removes texture and detail, then the colours are

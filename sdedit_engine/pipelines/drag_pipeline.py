@@ -25,6 +25,7 @@ from ..core.drag import DragPair, drag_iterations, guidance_ramp, parse_points, 
 from .lora_tuning import check_tuning_options, lora_scale_ramp, tune_lora
 from ..core.schedules import check_steps, check_t0
 from ..core.sde_edits import diffedit as engine_diffedit, diffedit_mask, sde_inpaint
+from ..core.validation import check_guidance_scale
 
 
 @dataclass
@@ -75,12 +76,6 @@ def _check_output_type(output_type: str) -> None:
         raise ValueError(f"output_type must be one of pil, np, pt, latent; got {output_type!r}")
 
 
-def _check_guidance(g) -> float:
-    if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
-        raise ValueError(f"guidance_scale must be a finite number >= 0, got {g!r}")
-    return float(g)
-
-
 def as_pairs(points, width: int, height: int) -> list[DragPair]:
     """``points`` as pixel :class:`DragPair`s: JSON text / Python data (:func:`parse_points`) or DragPairs."""
     if isinstance(points, (list, tuple)) and points and all(isinstance(p, DragPair) for p in points):
@@ -111,7 +106,7 @@ def drag(pipe, image, points, mask=None, prompt: str = "", negative_prompt: str 
     _check_output_type(output_type)
     t0 = check_t0(t0)
     steps = check_steps(steps)
-    guidance_scale = _check_guidance(guidance_scale)
+    guidance_scale = check_guidance_scale(guidance_scale)
     tuning = check_tuning_options(lora_tuning) if lora_tuning not in (None, False) else None
     original = imaging.to_tensor(image).float()
     _check_one(original, "drag")
@@ -196,7 +191,7 @@ def inpaint(pipe, image, mask, prompt: str = "", negative_prompt: str | None = N
         raise ValueError(f"mode must be 'sde' or 'ode', got {mode!r}")
     _check_output_type(output_type)
     steps = check_steps(steps)
-    guidance_scale = _check_guidance(guidance_scale)
+    guidance_scale = check_guidance_scale(guidance_scale)
     if mask is None:
         raise ValueError("inpaint needs a mask (white = fill)")
     original = imaging.to_tensor(image).float()
@@ -229,7 +224,7 @@ def diffedit(pipe, image, source_prompt: str, target_prompt: str, mask=None, neg
         raise ValueError(f"mode must be 'sde' or 'ode', got {mode!r}")
     _check_output_type(output_type)
     t0, steps = check_t0(t0), check_steps(steps)
-    guidance_scale = _check_guidance(guidance_scale)
+    guidance_scale = check_guidance_scale(guidance_scale)
     if not 0.0 <= float(mask_threshold) <= 1.0:
         raise ValueError(f"mask_threshold must be in [0, 1], got {mask_threshold!r}")
     original = imaging.to_tensor(image).float()

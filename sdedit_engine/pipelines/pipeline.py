@@ -13,7 +13,6 @@ do all the sampling, so the math is the same as in the ComfyUI nodes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -31,6 +30,7 @@ from ..core.sdedit import sdedit, sdedit_sigmas
 from ..core.validation import check_sigmas
 from .text import TextConditioning, encode_text, make_model_fn
 from ..core.tiling import TiledDenoiser, blend_tiles, check_tiling
+from ..core.validation import check_guidance_scale
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -313,8 +313,7 @@ class SDEditPipeline:
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         t0 = check_t0(t0)
-        if not math.isfinite(float(guidance_scale)) or guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+        guidance_scale = check_guidance_scale(guidance_scale)
         original = imaging.to_tensor(image).float()
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
