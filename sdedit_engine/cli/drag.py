@@ -42,7 +42,7 @@ def _drag_args(p: argparse.ArgumentParser, lora_rank: int) -> None:
     add_guidance_arg(d, 3.0, "CFG at t0, ramping linearly to about 1 at the end (paper: 3)")
     d.add_argument("--step-size", type=number(0, what="--step-size", open_lo=True), default=2.0,
                    help="latent pixels moved per drag iteration (2 = 16 image pixels)")
-    d.add_argument("--radius", type=positive_int, default=5, help="half-size of the copied latent patch (5 = 10x10)")
+    d.add_argument("--radius", "--patch-radius", dest="radius", type=positive_int, default=5, help="half-size of the copied latent patch (5 = 10x10)")
     d.add_argument("--beta", type=number(0, 1, "--beta"), default=0.3, help="source content kept (rest: noise)")
     d.add_argument("--alpha", type=number(0, what="--alpha"), default=1.1, help="amplification at the target")
     d.add_argument("--lora-steps", type=int, default=0,
@@ -90,7 +90,8 @@ def add_commands(sub) -> None:
     i.add_argument("--prompt", default="")
     i.add_argument("--negative-prompt", default=None)
     i.add_argument("--mask-grow", type=int, default=0)
-    i.add_argument("--mask-blur", type=number(0, what="--mask-blur"), default=0.0)
+    i.add_argument("--mask-blur", "--mask-feather", dest="mask_blur", type=number(0, what="--mask-blur"), default=0.0,
+                   help="feather the mask by N pixels")
     i.add_argument("--no-composite", action="store_true")
     i.add_argument("-o", "--output", required=True)
     _family_model_args(i)
@@ -156,8 +157,8 @@ def _drag_kwargs(args) -> dict:
 # --------------------------------------------------------------------------- commands
 def cmd_drag(args) -> int:
     from ..core.drag import parse_points
-    from .dragbench import contact_row
     from ..io.imaging import load_image, load_mask, save_image
+    from .dragbench import contact_row
 
     check_writable_image(args.output)
     if args.save_sheet:
@@ -183,9 +184,9 @@ def cmd_drag(args) -> int:
 
 
 def cmd_dragbench(args) -> int:
-    from .dragbench import SampleError, contact_row, find_samples, load_sample, stack_rows
-    from ..io.imaging import save_image
     from ..core.samplers import SamplingCancelled
+    from ..io.imaging import save_image
+    from .dragbench import SampleError, contact_row, find_samples, load_sample, stack_rows
 
     _lora_options(args)
     outdir = Path(args.output)

@@ -17,8 +17,8 @@ from typing import Optional
 import torch
 from PIL import Image, ImageDraw
 
-from ..io import imaging
 from ..core.drag import DragPair, parse_points
+from ..io import imaging
 
 IMAGE_FILE, MASK_FILE, PROMPT_FILE = "origin_image.png", "mask.png", "prompt.json"
 

@@ -48,7 +48,8 @@ def _add_sdedit_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--spacing", default="uniform", choices=("uniform", "karras"))
     s.add_argument("--known-noise", default="fresh", choices=("fresh", "fixed"))
     s.add_argument("--mask-grow", type=int, default=0, help="dilate the mask by N pixels")
-    s.add_argument("--mask-blur", type=number(0, what="--mask-blur"), default=0.0, help="feather the mask by N pixels")
+    s.add_argument("--mask-blur", "--mask-feather", dest="mask_blur", type=number(0, what="--mask-blur"), default=0.0,
+                   help="feather the mask by N pixels")
     s.add_argument("--no-composite", action="store_true", help="do not paste the original back outside the mask")
     s.add_argument("--crop-to-mask", type=int, default=None, metavar="PAD",
                    help="edit only the mask's bounding box plus PAD pixels (large images, small edits; needs a mask)")
