@@ -1,4 +1,4 @@
-"""Tests of sdedit_engine.imaging: conversions, files, mask ops, exact compositing, crops, grids."""
+"""Tests of sdedit_engine.io.imaging: conversions, files, mask ops, exact compositing, crops, grids."""
 
 from __future__ import annotations
 

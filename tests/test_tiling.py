@@ -1,4 +1,4 @@
-"""Tiled processing (sdedit_engine.tiling): coverage, exact blending, and a tiled denoiser under SDEdit."""
+"""Tiled processing (sdedit_engine.core.tiling): coverage, exact blending, and a tiled denoiser under SDEdit."""
 
 import pytest
 import torch
