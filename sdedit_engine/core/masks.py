@@ -2,7 +2,7 @@
 composite, crop and stitch. :mod:`sdedit_engine.core.framing` strings them together for every
 front end; :mod:`sdedit_engine.io.imaging` re-exports them next to the PIL/numpy I/O.
 
-Conventions (§1.4 of ``shared/reference/sdedit.md``): images are float ``(B, 3, H, W)`` in
+Conventions (as in the README): images are float ``(B, 3, H, W)`` in
 ``[0, 1]``; masks are float ``(B, 1, H, W)`` in ``[0, 1]``, **1 = editable, 0 = keep**, soft values
 honoured. Errors are :class:`ImageError` (a ``ValueError``) with a message a front end can show.
 """
