@@ -72,7 +72,7 @@ SPECS: dict[str, tuple[Any, dict[str, Any]]] = {
     "crop_resolution": (io.Int, {"default": 512, "min": 64, "max": 4096, "step": 8, "tooltip": "Working resolution (long side) of the cropped region: 512 for SD1.x, 1024 for SDXL."}),
     "grow": (io.Int, {"default": 8, "min": 0, "max": 512, "tooltip": "Grow the mask by this many pixels, so the seam is re-synthesised too."}),
     # sampling
-    "t0": (io.Float, {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": T0_TOOLTIP}),
+    "t0": (io.Float, {"default": 0.5, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": T0_TOOLTIP}),
     "steps": (io.Int, {"default": 20, "min": 1, "max": 1000, "tooltip": "Solver steps from the noise level t0 down to 0 (model calls per repeat). t0*1000 steps with ddpm reproduces the paper's loop exactly."}),
     "cfg": (io.Float, {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance scale; 1 disables the negative prompt (and halves the cost)."}),
     "sampler": (io.Combo, {"options": list(SAMPLER_NAMES), "default": "dpmpp_2m_sde", "tooltip": SAMPLER_TOOLTIP}),

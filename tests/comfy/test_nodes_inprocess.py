@@ -23,6 +23,15 @@ def comfy(comfy_inprocess, tiny_models):
             "backend": backend, "sigmas_node": custom_sampling.SDEditSigmas, "guides": guides}
 
 
+def test_every_t0_input_starts_at_0_01(comfy):
+    """The engine refuses t0 = 0, so no node offers it (issue 10: t0 inputs get min = 0.01)."""
+    from comfyui_sdedit.nodes import NODES
+    from comfyui_sdedit.nodes.inputs import float_bounds
+
+    with_t0 = {n.__name__: float_bounds(n)["t0"] for n in NODES if "t0" in float_bounds(n)}
+    assert len(with_t0) >= 4 and all(lo == 0.01 and hi == 1.0 for lo, hi in with_t0.values()), with_t0
+
+
 def _guide(b=1, h=64, w=64, channels=3):
     g = torch.Generator().manual_seed(0)
     img = torch.rand((b, h, w, channels), generator=g)

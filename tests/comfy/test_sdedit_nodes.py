@@ -288,7 +288,6 @@ def test_interrupt_mid_run_stops_sdedit_and_the_next_prompt_runs(comfy_server):
 BAD_INPUTS = [
     ("mask size", {"mask_rgb": box_mask(32, 32, (4, 4, 20, 20))}, "mask is 32x32 but the guide is 64x64"),
     ("empty mask", {"mask_rgb": np.zeros((H, W, 3), np.uint8)}, "mask is empty"),
-    ("t0 zero", {"t0": 0.0}, "t0 must be in (0, 1]"),
     ("crop without mask", {"crop_to_mask": True}, "crop_to_mask: needs a mask"),
     ("mask batch", {"mask_batch": 3}, "mask batch is 3 but the guide batch is 2"),
 ]
@@ -299,8 +298,6 @@ def test_bad_input_is_an_execution_error_naming_the_input_and_the_server_keeps_s
     p = base_prompt(comfy_server, seed=30, prefix="bad_" + label.replace(" ", "_"))
     if "mask_rgb" in change:
         add_mask(comfy_server, p, change["mask_rgb"])
-    if "t0" in change:
-        p["sdedit"]["inputs"]["t0"] = change["t0"]
     if "crop_to_mask" in change:
         p["sdedit"]["inputs"]["crop_to_mask"] = True
     if "mask_batch" in change:
@@ -315,6 +312,17 @@ def test_bad_input_is_an_execution_error_naming_the_input_and_the_server_keeps_s
     assert message in str(err.value)
     assert comfy_server.alive
     assert image_of(comfy_server.run(base_prompt(comfy_server, seed=31, prefix="ok_after_" + label.replace(" ", "_")))).shape == (H, W, 3)
+
+
+def test_t0_zero_is_refused_by_comfyuis_prompt_validation(comfy_server):
+    """t0 inputs have min = 0.01 (the engine refuses t0 = 0): the UI never offers it, and a prompt that
+    sends it anyway is rejected before anything runs, naming t0."""
+    p = base_prompt(comfy_server, seed=30, prefix="bad_t0")
+    p["sdedit"]["inputs"]["t0"] = 0.0
+    with pytest.raises(harness.ComfyPromptError) as err:
+        comfy_server.run(p)
+    assert "t0" in str(err.value) and "0.01" in str(err.value)
+    assert comfy_server.alive
 
 
 def _with_model_sampling(server, prefix, node, inputs):
