@@ -73,6 +73,44 @@ def test_the_layering_check_catches_what_it_should(tmp_path):
     assert bad == {"PIL", "..io", "...pipelines", "diffusers"}
 
 
+#: layer → the package layers it may import (dependency direction core ← io, pipelines, nodes ← cli)
+MAY_IMPORT = {
+    "sdedit_engine.io": {"sdedit_engine.core", "sdedit_engine.io"},
+    "sdedit_engine.pipelines": {"sdedit_engine.core", "sdedit_engine.io", "sdedit_engine.pipelines"},
+    "nodes": {"sdedit_engine.core", "sdedit_engine.io", "nodes"},
+}
+
+
+def _absolute(path: Path, module: str) -> str:
+    """``module`` as written in ``path`` (relative or absolute), made absolute against the repo root."""
+    level = len(module) - len(module.lstrip("."))
+    if not level:
+        return module
+    base = list(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    base = base[: len(base) - (level - 1)]
+    return ".".join(base + ([module[level:]] if module[level:] else []))
+
+
+def layer_violations() -> list[str]:
+    bad = []
+    for layer, allowed in MAY_IMPORT.items():
+        for path in sorted((ROOT / layer.replace(".", "/")).rglob("*.py")):
+            for line, mod in _imports(path):
+                target = _absolute(path, mod)
+                top = ".".join(target.split(".")[:2]) if target.startswith("sdedit_engine.") else target.split(".")[0]
+                if (top.startswith("sdedit_engine.") or top == "nodes") and top not in allowed:
+                    bad.append(f"{path.relative_to(ROOT)}:{line}: {mod}")
+    for path in sorted((ROOT / "sdedit_engine").rglob("*.py")):  # only the CLI itself imports the CLI
+        if "cli" not in path.relative_to(ROOT).parts:
+            bad += [f"{path.relative_to(ROOT)}:{line}: {mod}" for line, mod in _imports(path)
+                    if _absolute(path, mod).startswith(("sdedit_engine.cli", "nodes"))]
+    return bad
+
+
+def test_io_pipelines_and_nodes_import_only_the_layers_below():
+    assert layer_violations() == []
+
+
 def test_old_module_paths_import_the_new_modules_with_a_warning():
     names = sorted(MOVED)
     code = f"""
