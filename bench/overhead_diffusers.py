@@ -36,8 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def load(model: str | None):
-    from diffusers import DDPMScheduler, StableDiffusionImg2ImgPipeline
-
     from sdedit_engine.pipelines.pipeline import SDEditPipeline
 
     if model is None:
@@ -45,6 +43,14 @@ def load(model: str | None):
 
         model = str(tiny_sd_path())
     sp = SDEditPipeline.from_pretrained(model)
+    return sp, img2img_reference(sp)
+
+
+def img2img_reference(sp):
+    """diffusers' ``StableDiffusionImg2ImgPipeline`` on the SDEditPipeline's own modules, with a DDPMScheduler
+    (clip_sample off, fixed_small variance: the ancestral step of our ``ddpm``)."""
+    from diffusers import DDPMScheduler, StableDiffusionImg2ImgPipeline
+
     comps = dict(sp.pipe.components)
     comps["scheduler"] = DDPMScheduler.from_config(sp.pipe.scheduler.config, clip_sample=False, thresholding=False,
                                                    variance_type="fixed_small")
@@ -53,7 +59,7 @@ def load(model: str | None):
              or k in ("requires_safety_checker",)}
     ref = StableDiffusionImg2ImgPipeline(**comps)
     ref.set_progress_bar_config(disable=True)
-    return sp, ref
+    return ref
 
 
 def image(size: int, seed: int) -> torch.Tensor:

@@ -21,6 +21,8 @@ SUPPORTED_PIPELINES = ("StableDiffusion", "StableDiffusionXL", "StableDiffusionI
                        "StableDiffusionInpaint", "StableDiffusionXLInpaint", "StableDiffusionControlNet",
                        "StableDiffusionXLControlNet", "StableDiffusionControlNetImg2Img",
                        "StableDiffusionXLControlNetImg2Img")
+# flow-matching transformers the backend can call (sdedit_engine.pipelines.flow), by model_index.json class name
+FLOW_TRANSFORMERS = ("SD3Transformer2DModel", "FluxTransformer2DModel")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
@@ -79,6 +81,28 @@ def pipeline_class_name(folder: Path) -> str:
     return str(spec.get("_class_name", ""))
 
 
+def check_pipeline_class(folder: Path) -> str:
+    """The pipeline class of a diffusers folder if SDEditPipeline can run it, else a ModelLoadError naming it.
+
+    Supported: SD 1.x/2.x and SDXL UNet pipelines, and any pipeline whose scheduler is
+    ``FlowMatchEulerDiscreteScheduler`` with a transformer in :data:`FLOW_TRANSFORMERS` (SD3/SD3.5, FLUX.1).
+    """
+    spec = json.loads((folder / "model_index.json").read_text())
+    cls_name = str(spec.get("_class_name", ""))
+    if any(cls_name == c + "Pipeline" for c in SUPPORTED_PIPELINES):
+        return cls_name
+    comp = lambda k: (spec.get(k) or [None, None])[1] if isinstance(spec.get(k), list) else None  # noqa: E731
+    transformer, scheduler = comp("transformer"), comp("scheduler")
+    if transformer in FLOW_TRANSFORMERS and scheduler == "FlowMatchEulerDiscreteScheduler":
+        return cls_name
+    if transformer is not None:
+        raise ModelLoadError(f"{folder}: unsupported pipeline {cls_name!r} (transformer {transformer}, scheduler {scheduler}); "
+                             f"SDEditPipeline runs SD 1.x/2.x, SDXL and flow-matching models with {', '.join(FLOW_TRANSFORMERS)} "
+                             "(SD3/SD3.5, FLUX.1 dev/schnell)")
+    raise ModelLoadError(f"{folder}: unsupported pipeline {cls_name!r}; SDEditPipeline supports SD 1.x/2.x, SDXL, SD3/SD3.5 "
+                         "and FLUX.1")
+
+
 def load_diffusers_pipeline(model: str | Path, *, allow_download: bool = False, torch_dtype=None,
                             variant: str | None = None, **overrides: Any):
     """Load a Stable Diffusion (1.x/2.x) or SDXL diffusers pipeline from a folder, the HF cache, or (if allowed) the hub."""
@@ -91,20 +115,18 @@ def load_diffusers_pipeline(model: str | Path, *, allow_download: bool = False, 
             raise ModelLoadError(f"{path} is not a diffusers model folder (no model_index.json)")
         _folder_weights_check(path)
         source, local_only = str(path), True
-        cls_name = pipeline_class_name(path)
+        cls_name = check_pipeline_class(path)
     elif looks_like_hub_id(name):
         source, local_only, cls_name = name, not allow_download, ""
     else:
         raise ModelLoadError(f"model not found: {path} (no such folder)")
-    if cls_name and not any(cls_name == c + "Pipeline" for c in SUPPORTED_PIPELINES):
-        raise ModelLoadError(f"{path}: unsupported pipeline {cls_name!r}; SDEditPipeline supports SD 1.x/2.x and SDXL")
     import diffusers  # after the path checks: a typo fails fast, without the slow import
 
     kwargs: dict[str, Any] = dict(local_files_only=local_only, use_safetensors=True)
     kwargs.update(dtype_kwargs(torch_dtype))
     if variant:
         kwargs["variant"] = variant
-    if not cls_name or "XL" not in cls_name:
+    if not cls_name or cls_name.startswith("StableDiffusion") and "XL" not in cls_name and "3" not in cls_name:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     kwargs.update(overrides)
     try:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..io import imaging
 from ..core import framing
 from ..core.denoisers import CountingDenoiser, DiscreteTimeDenoiser
+from .flow import FlowBackend, is_flow_pipeline
 from .loading import (ModelLoadError, check_lora_path, load_controlnet, load_diffusers_pipeline,
                       load_single_file_pipeline)
 from ..core.schedules import DiscreteSchedule, check_t0
@@ -91,14 +92,20 @@ class SDEditPipeline:
         self.lora_scale: float | None = None
         self.vae_tiling: Optional[tuple[int, int]] = None  # (tile, overlap) in latent cells; enable_vae_tiling
         self.unet_tiling: Optional[tuple[int, int]] = None  # enable_unet_tiling
+        self.t0_scale = "model"  # flow models: "model" (their own time) or "sd15_snr" (core.flow.FlowSchedule)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         sched = pipe.scheduler
+        self.flow = FlowBackend(pipe) if is_flow_pipeline(pipe) else None
+        self.pad_factor = self.vae_scale_factor * (self.flow.patch if self.flow is not None else 1)
+        if self.flow is not None:
+            self.prediction_type = "flow"
+            return
         if not hasattr(sched, "alphas_cumprod"):
             raise ModelLoadError(f"scheduler {type(sched).__name__} has no alphas_cumprod (not a discrete VP model)")
-        self.schedule = DiscreteSchedule.from_alphas_cumprod(torch.as_tensor(sched.alphas_cumprod, dtype=torch.float64))
+        self._schedule = DiscreteSchedule.from_alphas_cumprod(torch.as_tensor(sched.alphas_cumprod, dtype=torch.float64))
         self.prediction_type = sched.config.get("prediction_type", "epsilon")
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ModelLoadError(f"unsupported prediction_type {self.prediction_type!r} (epsilon or v_prediction)")
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         if self.unet.config.in_channels != self.vae.config.latent_channels:
             raise ModelLoadError(
                 f"the UNet takes {self.unet.config.in_channels} input channels but the VAE makes "
@@ -112,8 +119,25 @@ class SDEditPipeline:
             self.controlnet.to(self.device)
         return self
 
+    @property
+    def family(self) -> str:
+        """``sd`` (1.x/2.x), ``sdxl``, ``sd3``, ``flux`` or ``flux-schnell``."""
+        return self.flow.family if self.flow is not None else ("sdxl" if self.is_xl else "sd")
+
+    @property
+    def schedule(self):
+        """The engine schedule: a DiscreteSchedule, or for flow models a FlowSchedule under ``t0_scale``
+        (Flux dev: μ of the last encoded image size, diffusers' dynamic shift)."""
+        return self.flow.schedule(self.t0_scale) if self.flow is not None else self._schedule
+
+    @property
+    def default_guidance_scale(self) -> float:
+        """What ``guidance_scale=None`` means: 7.5 (SD/SDXL CFG), 7.0 (SD3 CFG), 3.5 (Flux dev's guidance
+        embedding), 0 (schnell: no guidance input)."""
+        return self.flow.default_guidance if self.flow is not None else 7.5
+
     def __repr__(self) -> str:
-        kind = "SDXL" if self.is_xl else "SD"
+        kind = self.family.upper()
         return (f"SDEditPipeline({kind}, {self.prediction_type}, T={self.schedule.num_timesteps}, "
                 f"controlnet={self.controlnet is not None}, lora_scale={self.lora_scale}, device={self.device})")
 
@@ -144,7 +168,8 @@ class SDEditPipeline:
 
     @property
     def unet(self):
-        return self.pipe.unet
+        """The denoising network: the UNet, or a flow model's transformer."""
+        return self.pipe.transformer if self.flow is not None else self.pipe.unet
 
     @property
     def vae(self):
@@ -193,7 +218,7 @@ class SDEditPipeline:
         images far above the model's resolution: memory follows the tile. Each tile sees only its own
         context, so keep t0 moderate; ControlNet images and SDXL crop coordinates are cropped per tile.
         """
-        native = max(int(self.unet.config.sample_size) * self.vae_scale_factor, 256)
+        native = max(int(getattr(self.unet.config, "sample_size", 0) or 128) * self.vae_scale_factor, 256)
         self.unet_tiling = self._tiling(enabled, tile_size or native, overlap, "UNet")
 
     def _tiling(self, enabled: bool, tile_px: int, overlap_px: int | None, what: str) -> Optional[tuple[int, int]]:
@@ -225,6 +250,8 @@ class SDEditPipeline:
             lat = encode_tile(images)
         else:
             lat = blend_tiles(encode_tile, images, *self.vae_tiling, in_scale=self.vae_scale_factor, out_device=self.device)
+        if self.flow is not None:  # Flux's dynamic shift follows the image size
+            self.flow.set_resolution(*images.shape[-2:])
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         return lat.sub_(shift).mul_(self.vae.config.scaling_factor)
 
@@ -246,6 +273,8 @@ class SDEditPipeline:
 
     # ------------------------------------------------------------------ model
     def encode_prompt(self, prompt, negative_prompt, n: int, guidance_scale: float, height: int, width: int) -> TextConditioning:
+        if self.flow is not None:
+            return self.flow.encode_text(prompt, negative_prompt, n, guidance_scale, self.device, lora_scale=self.lora_scale)
         return encode_text(self.pipe, prompt, negative_prompt, n, guidance_scale, self.device,
                            height=height, width=width, lora_scale=self.lora_scale)
 
@@ -254,6 +283,9 @@ class SDEditPipeline:
         """The σ-space denoiser of this model; call it with ``**TextConditioning.as_extra_args()``."""
         if control_image is not None and self.controlnet is None:
             raise ValueError("control_image given but no ControlNet is loaded (controlnet=... / set_controlnet)")
+        if self.flow is not None:
+            den = self.flow.make_denoiser(guidance_scale, self.lora_scale, self.t0_scale)
+            return den if self.unet_tiling is None else TiledDenoiser(den, *self.unet_tiling, region_arg="region")
         fn = make_model_fn(self.unet, guidance_scale, self.controlnet if control_image is not None else None,
                            control_image, control_scale, self.lora_scale, self.vae_scale_factor)
         den = DiscreteTimeDenoiser(fn, self.schedule, self.prediction_type)
@@ -274,7 +306,7 @@ class SDEditPipeline:
               crop: Optional[framing.Crop] = None) -> framing.Frame:
         """Prepare pixels (B, 3, H, W) and a pixel mask for this model: :func:`sdedit_engine.core.framing.frame`
         with this VAE (latent and latent mask filled in, on the pipeline's device)."""
-        return framing.frame(image, mask, factor=self.vae_scale_factor, encode=self.encode, grow=grow,
+        return framing.frame(image, mask, factor=self.pad_factor, encode=self.encode, grow=grow,
                              feather=feather, crop=crop)
 
     def finish(self, fr: framing.Frame, latents: torch.Tensor, composite: bool = True, output_type: str = "pil"):
@@ -289,7 +321,7 @@ class SDEditPipeline:
 
     @torch.no_grad()
     def __call__(self, image, mask=None, prompt: str | Sequence[str] = "", negative_prompt: str | Sequence[str] | None = None,
-                 *, t0: float = 0.5, steps: int = 20, sampler: str = "dpmpp_2m_sde", guidance_scale: float = 7.5,
+                 *, t0: float = 0.5, steps: int = 20, sampler: str = "dpmpp_2m_sde", guidance_scale: float | None = None,
                  repeats: int = 1, seed: int | Sequence[int] | None = None, generator=None, num_images: int = 1,
                  output_type: str = "pil", control_image=None, controlnet_conditioning_scale: float = 1.0,
                  spacing: str = "uniform", known_noise: str = "fresh", mask_grow: int = 0, mask_blur: float = 0,
@@ -313,7 +345,7 @@ class SDEditPipeline:
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         t0 = check_t0(t0)
-        guidance_scale = check_guidance_scale(guidance_scale)
+        guidance_scale = check_guidance_scale(self.default_guidance_scale if guidance_scale is None else guidance_scale)
         original = imaging.to_tensor(image).float()
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
@@ -386,5 +418,5 @@ class SDEditPipeline:
         """Fine-tune a removable LoRA on ``image``; see :func:`sdedit_engine.pipelines.lora_tuning.tune_lora`."""
         from .lora_tuning import tune_lora
 
-        padded = framing.frame(imaging.to_tensor(image).float(), factor=self.vae_scale_factor).padded
+        padded = framing.frame(imaging.to_tensor(image).float(), factor=self.pad_factor).padded
         return tune_lora(self, padded, prompt, **kwargs)
