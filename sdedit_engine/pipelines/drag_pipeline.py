@@ -123,7 +123,7 @@ def drag(pipe, image, points, mask=None, prompt: str = "", negative_prompt: str 
     iterations = drag_iterations(longest, step_size)
     total = 2 * steps * iterations + (tuning["steps"] if tuning else 0)
     bar, on_step = _progress(total, "sde-drag", progress, callback)
-    ramp = guidance_ramp(guidance_scale, steps)
+    ramp = guidance_ramp(guidance_scale, steps, pipe.guidance_distilled)
     tuned = None
     try:
         if tuning:
@@ -145,7 +145,7 @@ def drag(pipe, image, points, mask=None, prompt: str = "", negative_prompt: str 
             if lam is not None and last.get("lam") != lam[i]:
                 tuned.set_scale(lam[i] / base)
                 last["lam"] = lam[i]
-            return {"guidance_scale": ramp[i]}
+            return {} if pipe.guidance_distilled else {"guidance_scale": ramp[i]}
 
         cond = pipe.encode_prompt(prompt, negative_prompt, 1, max(ramp), padded.shape[-2], padded.shape[-1])
         den = CountingDenoiser(pipe.make_denoiser(guidance_scale))
@@ -170,12 +170,12 @@ def cycle_check(pipe, image, prompt: str = "", *, t0: float = 0.6, steps: int = 
     original = imaging.to_tensor(image).float()
     fr = pipe.frame(original)
     padded, latent = fr.padded, fr.latent
-    ramp = guidance_ramp(guidance_scale, steps)
+    ramp = guidance_ramp(guidance_scale, steps, pipe.guidance_distilled)
     cond = pipe.encode_prompt(prompt, None, latent.shape[0], max(ramp), padded.shape[-2], padded.shape[-1])
     with torch.no_grad():
         rec = cycle_reconstruct(pipe.make_denoiser(guidance_scale), latent, cycle_sigmas(pipe.schedule, t0, steps),
                                 seed=seed, extra_args=cond.as_extra_args(),
-                                extra_args_fn=lambda i: {"guidance_scale": ramp[i]})
+                                extra_args_fn=lambda i: {} if pipe.guidance_distilled else {"guidance_scale": ramp[i]})
     return float((rec - latent).norm() / latent.norm().clamp_min(1e-12))
 
 

@@ -130,8 +130,6 @@ def tune_lora(pipe, image, prompt: str = "", *, steps: int = 100, rank: int = 16
     """
     from peft import LoraConfig
 
-    from .text import encode_text, make_model_fn
-
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"LoRA steps must be an integer >= 1, got {steps!r}")
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
@@ -144,9 +142,8 @@ def tune_lora(pipe, image, prompt: str = "", *, steps: int = 100, rank: int = 16
     if adapter_name in (getattr(unet, "peft_config", None) or {}):
         raise ValueError(f"the UNet already has an adapter named {adapter_name!r}; remove it first")
 
-    cond = encode_text(pipe.pipe, prompt, None, 1, 1.0, device, height=image.shape[-2], width=image.shape[-1])
-    args = cond.as_extra_args()
-    model_fn = make_model_fn(unet, 1.0)
+    args = pipe.encode_prompt(prompt, None, 1, 1.0, image.shape[-2], image.shape[-1]).as_extra_args()
+    model_fn = _model_fn(pipe)
     posterior = _posterior(pipe, image)
 
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # seeded init (kaiming A, zero B)
@@ -167,7 +164,7 @@ def tune_lora(pipe, image, prompt: str = "", *, steps: int = 100, rank: int = 16
     for p in params:  # train in float32 even when the UNet is half precision
         p.data = p.data.float()
     opt = torch.optim.AdamW(params, lr=learning_rate, betas=tuple(betas), weight_decay=weight_decay, eps=1e-8)
-    draws = _draws(pipe, posterior, seed)
+    draws = (_flow_draws if pipe.flow is not None else _draws)(pipe, posterior, seed)
     # half-precision UNet (CUDA): mixed precision with loss scaling, as the paper's accelerate fp16 setup
     amp = device.type == "cuda" and unet.dtype in (torch.float16, torch.bfloat16)
     scaler = torch.amp.GradScaler(device.type, enabled=amp and unet.dtype == torch.float16)
@@ -203,6 +200,33 @@ def _posterior(pipe, image: torch.Tensor):
         return pipe.vae.encode((image * 2 - 1).to(pipe.device, pipe.vae_dtype())).latent_dist
 
 
+def _model_fn(pipe):
+    """The network call trained on: the UNet without CFG (ε or v), or a flow transformer (velocity) with
+    the pipeline's default guidance input (Flux dev's guidance embedding; SD3 without CFG)."""
+    from .text import make_model_fn
+
+    if pipe.flow is not None:
+        return pipe.flow.make_model_fn(pipe.default_guidance_scale)
+    return make_model_fn(pipe.unet, 1.0)
+
+
+def _flow_draws(pipe, posterior, seed: int):
+    """Flow-matching batches: (x_s, s, v) with s = shift(u), u ~ U(0, 1), ``x_s = (1 − s)·x0 + s·ε`` and
+    the velocity target ``v = ε − x0`` (the flow models' training loss, on the model's own shift)."""
+    vae, device = pipe.vae, pipe.device
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    schedule = pipe.schedule
+    gen = torch.Generator().manual_seed(int(seed))
+    while True:
+        with torch.no_grad():
+            x0 = (posterior.sample(generator=gen).float() - shift) * vae.config.scaling_factor
+            u = torch.rand(1, generator=gen, dtype=torch.float64).clamp(1e-3, 1 - 1e-3)
+            s = schedule.flow_sigma(u).float().to(device)
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            xs = (1 - s.reshape(-1, 1, 1, 1)) * x0 + s.reshape(-1, 1, 1, 1) * noise
+        yield xs, s, noise - x0
+
+
 def _draws(pipe, posterior, seed: int):
     """The seeded training batches: (x_t, t, target) with a fresh VAE sample, t ~ U{0..T-1} and DDPM noise."""
     vae, device = pipe.vae, pipe.device
@@ -224,13 +248,10 @@ def _draws(pipe, posterior, seed: int):
 def tuning_losses(pipe, image, prompt: str = "", *, steps: int = 100, seed: int = 0) -> list[float]:
     """The current UNet's loss on exactly the batches :func:`tune_lora` (same ``seed``) trains on;
     before vs after tuning it measures the fit to the image."""
-    from .text import encode_text, make_model_fn
-
     image = torch.as_tensor(image).float()
-    args = encode_text(pipe.pipe, prompt, None, 1, 1.0, pipe.device, height=image.shape[-2],
-                       width=image.shape[-1]).as_extra_args()
-    model_fn = make_model_fn(pipe.unet, 1.0)
-    draws = _draws(pipe, _posterior(pipe, image), seed)
+    args = pipe.encode_prompt(prompt, None, 1, 1.0, image.shape[-2], image.shape[-1]).as_extra_args()
+    model_fn = _model_fn(pipe)
+    draws = (_flow_draws if pipe.flow is not None else _draws)(pipe, _posterior(pipe, image), seed)
     out = []
     for _ in range(int(steps)):
         xt, t, target = next(draws)

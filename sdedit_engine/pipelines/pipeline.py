@@ -131,6 +131,11 @@ class SDEditPipeline:
         return self.flow.schedule(self.t0_scale) if self.flow is not None else self._schedule
 
     @property
+    def guidance_distilled(self) -> bool:
+        """True for FLUX.1 (dev/schnell): guidance is a model input, there is no true CFG (no CFG ramp in drag)."""
+        return self.flow is not None and self.flow.family.startswith("flux")
+
+    @property
     def default_guidance_scale(self) -> float:
         """What ``guidance_scale=None`` means: 7.5 (SD/SDXL CFG), 7.0 (SD3 CFG), 3.5 (Flux dev's guidance
         embedding), 0 (schnell: no guidance input)."""
