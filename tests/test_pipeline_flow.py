@@ -209,3 +209,34 @@ def test_missing_text_encoder_is_a_clear_error(tmp_path):
     shutil.rmtree(dst / "text_encoder_2")
     with pytest.raises(ModelLoadError, match="text_encoder_2"):
         SDEditPipeline.from_pretrained(dst)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_single_file_transformer_with_a_config_folder(family):
+    from tests.fixtures.tiny_flow import tiny_flow_single_file_path
+
+    path = tiny_flow_single_file_path(family)
+    from sdedit_engine.pipelines.loading import single_file_family
+
+    assert single_file_family(path) == family
+    cfg = FAMILIES[family]()
+    sp = SDEditPipeline.load(path, config=cfg)
+    ref = SDEditPipeline.from_pretrained(cfg)
+    assert sp.family == family
+    a, b = sp.unet.state_dict(), ref.unet.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ModelLoadError, match="config"):
+        SDEditPipeline.load(path)
+
+
+def test_bfl_named_flux_file_is_detected_and_a_bad_one_is_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    from sdedit_engine.pipelines.loading import single_file_family
+
+    path = tmp_path / "flux1-dev.safetensors"
+    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(3, 3), "img_in.weight": torch.zeros(3, 3)}, str(path))
+    assert single_file_family(path) == "flux"
+    with pytest.raises(ModelLoadError) as err:
+        SDEditPipeline.load(path, config=tiny_flux_path())
+    assert "\n" not in str(err.value) and "flux1-dev.safetensors" in str(err.value)

@@ -60,6 +60,27 @@ def flow_family(pipe) -> str:
     return fam
 
 
+def dynamic_mu(scheduler_config, height: int, width: int) -> float:
+    """diffusers' ``calculate_shift``: μ linear in the token count (H/16)·(W/16) between
+    (base_image_seq_len, base_shift) and (max_image_seq_len, max_shift) of the scheduler config."""
+    cfg = scheduler_config
+    seq = (int(height) // 16) * (int(width) // 16)
+    base_len, base = int(cfg.get("base_image_seq_len", 256)), float(cfg.get("base_shift", 0.5))
+    max_len, top = int(cfg.get("max_image_seq_len", 4096)), float(cfg.get("max_shift", 1.15))
+    m = (top - base) / (max_len - base_len)
+    return seq * m + (base - m * base_len)
+
+
+def schedule_from_config(scheduler_config, height: int = 1024, width: int = 1024, t0_scale: str = "model") -> FlowSchedule:
+    """The engine schedule of a ``FlowMatchEulerDiscreteScheduler`` config (a dict): SD3-style ``shift``, or
+    with ``use_dynamic_shifting`` the Flux shift at μ of a (height, width) image."""
+    cfg = scheduler_config
+    T = int(cfg.get("num_train_timesteps", 1000))
+    if cfg.get("use_dynamic_shifting", False):
+        return FlowSchedule.flux(dynamic_mu(cfg, height, width), num_timesteps=T, t0_scale=t0_scale)
+    return FlowSchedule.sd3(float(cfg.get("shift", 1.0)), num_timesteps=T, t0_scale=t0_scale)
+
+
 def pack(x: torch.Tensor) -> torch.Tensor:
     """(B, C, h, w) → (B, h/2·w/2, 4C): 2×2 patches in row-major token order, channels (c, dy, dx)."""
     b, c, h, w = x.shape
@@ -90,11 +111,9 @@ class FlowBackend:
         self.pipe = pipe
         self.family = flow_family(pipe)
         self.transformer = pipe.transformer
-        cfg = pipe.scheduler.config
+        cfg = self.scheduler_config = dict(pipe.scheduler.config)
         self.dynamic = bool(cfg.get("use_dynamic_shifting", False))
         self.shift = float(cfg.get("shift", 1.0))
-        self.shift_terms = (int(cfg.get("base_image_seq_len", 256)), float(cfg.get("base_shift", 0.5)),
-                            int(cfg.get("max_image_seq_len", 4096)), float(cfg.get("max_shift", 1.15)))
         self.num_timesteps = int(cfg.get("num_train_timesteps", 1000))
         self.resolution = (1024, 1024)  # (H, W) pixels of the last encoded image: Flux's μ
         vae = pipe.vae
@@ -129,15 +148,10 @@ class FlowBackend:
     def mu(self, height: int | None = None, width: int | None = None) -> float:
         """diffusers' ``calculate_shift`` for an image of (height, width) pixels (default: the last encoded)."""
         h, w = (height, width) if height is not None else self.resolution
-        seq = (int(h) // 16) * (int(w) // 16)
-        base_len, base, max_len, top = self.shift_terms
-        m = (top - base) / (max_len - base_len)
-        return seq * m + (base - m * base_len)
+        return dynamic_mu(self.scheduler_config, h, w)
 
     def schedule(self, t0_scale: str = "model") -> FlowSchedule:
-        if self.dynamic:
-            return FlowSchedule.flux(self.mu(), num_timesteps=self.num_timesteps, t0_scale=t0_scale)
-        return FlowSchedule.sd3(self.shift, num_timesteps=self.num_timesteps, t0_scale=t0_scale)
+        return schedule_from_config(self.scheduler_config, *self.resolution, t0_scale=t0_scale)
 
     # ------------------------------------------------------------------ text
     def uses_cfg(self, guidance_scale: float) -> bool:

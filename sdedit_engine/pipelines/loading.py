@@ -143,15 +143,64 @@ def load_diffusers_pipeline(model: str | Path, *, allow_download: bool = False, 
 
 def single_file_is_xl(path: Path) -> bool:
     """Tell SDXL from SD1.x/2.x by the tensor names (read from the safetensors header only)."""
+    return single_file_family(path) == "sdxl"
+
+
+def single_file_family(path: Path) -> str:
+    """``sd``, ``sdxl``, ``sd3`` or ``flux`` from the tensor names of a ``.safetensors`` header (no weights read).
+
+    Flux: BFL ``double_blocks.*`` / ``single_blocks.*`` or diffusers ``single_transformer_blocks.*``; SD3:
+    ``joint_blocks.*`` or a diffusers MMDiT (``context_embedder`` + ``pos_embed``); SDXL: a second
+    ``conditioner.embedders``; anything else is taken for SD 1.x/2.x.
+    """
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        return any(k.startswith("conditioner.embedders.1.") for k in f.keys())
+        keys = list(f.keys())
+    names = {k.split(".", 2)[1] if k.startswith("model.diffusion_model.") else k.split(".", 1)[0] for k in keys}
+    if names & {"double_blocks", "single_blocks", "single_transformer_blocks"}:
+        return "flux"
+    if "joint_blocks" in names or {"context_embedder", "pos_embed"} <= names:
+        return "sd3"
+    return "sdxl" if any(k.startswith("conditioner.embedders.1.") for k in keys) else "sd"
+
+
+def _load_flow_single_file(p: Path, family: str, config, allow_download: bool, torch_dtype, overrides: dict):
+    """A single-file SD3 / Flux transformer (BFL/SAI or diffusers names) + the other components of ``config``.
+
+    Flux files (``flux1-dev.safetensors``) hold only the transformer; the text encoders, VAE and scheduler
+    come from ``config``, a diffusers folder of the same family (offline; a cached hub id with downloads).
+    """
+    import diffusers
+
+    if config is None:
+        raise ModelLoadError(f"{p} is a single-file {family.upper()} transformer: pass config=<diffusers folder of that "
+                             "family> (CLI --config) for its text encoders, VAE and scheduler")
+    cfg = Path(str(config)).expanduser()
+    if cfg.is_dir():
+        if not (cfg / "model_index.json").is_file():
+            raise ModelLoadError(f"config {cfg} is not a diffusers model folder (no model_index.json)")
+        check_pipeline_class(cfg)
+        src = str(cfg)
+    elif looks_like_hub_id(str(config)):
+        src = str(config)
+    else:
+        raise ModelLoadError(f"config not found: {cfg}")
+    cls = diffusers.SD3Transformer2DModel if family == "sd3" else diffusers.FluxTransformer2DModel
+    kw: dict[str, Any] = dict(local_files_only=not allow_download, **dtype_kwargs(torch_dtype))
+    try:
+        transformer = cls.from_single_file(str(p), config=src, subfolder="transformer", **kw)
+        return diffusers.DiffusionPipeline.from_pretrained(src, transformer=transformer, use_safetensors=True,
+                                                           **kw, **overrides)
+    except Exception as e:  # one line for the user
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelLoadError(f"cannot load single-file {family.upper()} checkpoint {p} with config {src}: {msg}") from None
 
 
 def load_single_file_pipeline(path: str | Path, *, config: str | Path | None = None, allow_download: bool = False,
                               torch_dtype=None, **overrides: Any):
-    """Load an original-format (LDM/A1111) ``.safetensors`` checkpoint with diffusers' ``from_single_file``.
+    """Load an original-format (LDM/A1111) ``.safetensors`` checkpoint with diffusers' ``from_single_file``;
+    SD3 / Flux transformer files go through :func:`_load_flow_single_file`.
 
     Offline this needs ``config``: a local diffusers folder (or a cached hub id) with the same
     architecture, whose component configs describe the checkpoint's tensors.
@@ -164,9 +213,12 @@ def load_single_file_pipeline(path: str | Path, *, config: str | Path | None = N
     if p.suffix.lower() != ".safetensors":
         raise ModelLoadError(f"{p}: single-file checkpoints must be .safetensors")
     try:
-        xl = single_file_is_xl(p)
+        family = single_file_family(p)
     except Exception as e:  # safetensors raises its own error types for a bad header
         raise ModelLoadError(f"cannot read safetensors checkpoint {p}: {e}") from None
+    if family in ("sd3", "flux"):
+        return _load_flow_single_file(p, family, config, allow_download, torch_dtype, overrides)
+    xl = family == "sdxl"
     import diffusers
 
     cls = diffusers.StableDiffusionXLPipeline if xl else diffusers.StableDiffusionPipeline
