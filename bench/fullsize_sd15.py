@@ -66,17 +66,45 @@ def guide(seed: int, size: int = 512) -> torch.Tensor:
     return image(size, seed)
 
 
-def part_diffusers(steps: int, pairs: int, cfg: float, size: int) -> dict:
+def latent_runs(sp, ref, steps: int, cfg: float):
+    """The loop without the VAE on both sides: prompt encoding + N UNet calls from a given latent.
+    A: the pipeline's own pieces (encode_prompt, make_denoiser, the engine's sdedit, ddpm);
+    B: StableDiffusionImg2ImgPipeline with a 4-channel latent as ``image`` (used as is) and output_type latent."""
+    from sdedit_engine.core.sdedit import sdedit
+
+    prompt, negative = "a red house in a field", "blurry"
+
+    @torch.no_grad()
+    def run_a(lat, seed):
+        cond = sp.encode_prompt(prompt, negative, 1, cfg, 8 * lat.shape[-2], 8 * lat.shape[-1])
+        return sdedit(sp.make_denoiser(cfg), lat, t0=T0, steps=steps, sampler="ddpm", seed=seed,
+                      extra_args=cond.as_extra_args())
+
+    @torch.no_grad()
+    def run_b(lat, seed):
+        return ref(prompt, image=lat, strength=T0, num_inference_steps=2 * steps, guidance_scale=cfg,
+                   negative_prompt=negative, generator=torch.Generator().manual_seed(seed), output_type="latent").images
+
+    return run_a, run_b
+
+
+def part_diffusers(steps: int, pairs: int, cfg: float, size: int, latent: bool = False) -> dict:
     from bench.fullsize_models import build
     from bench.overhead_diffusers import img2img_reference, make_runs
     from sdedit_engine.pipelines.pipeline import SDEditPipeline
 
     sp = SDEditPipeline(build("sd15"))
     ref = img2img_reference(sp)
-    run_a, run_b = make_runs(sp, ref, steps, cfg)
-    row = interleave(run_a, run_b, pairs, lambda k: guide(k, size), "diffusers")
-    return {"compare": "SDEditPipeline / StableDiffusionImg2ImgPipeline", "size": size, "steps": steps,
-            "unet_calls": steps, "cfg": cfg, **row}
+    if latent:
+        run_a, run_b = latent_runs(sp, ref, steps, cfg)
+        make = lambda k: torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(k))  # noqa: E731
+    else:
+        run_a, run_b = make_runs(sp, ref, steps, cfg)
+        make = lambda k: guide(k, size)  # noqa: E731
+    row = interleave(run_a, run_b, pairs, make, "diffusers")
+    what = "loop (no VAE): SDEdit engine + pipeline denoiser / StableDiffusionImg2ImgPipeline(latent in, latent out)" \
+        if latent else "SDEditPipeline / StableDiffusionImg2ImgPipeline"
+    return {"compare": what, "size": size, "steps": steps, "unet_calls": steps, "cfg": cfg, **row}
 
 
 def ldm_checkpoint(path: Path) -> Path:
@@ -138,17 +166,18 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--ckpt", default=None, help="LDM checkpoint for --part comfy (default: built and cached)")
     ap.add_argument("--comfy-dir", default=None)
+    ap.add_argument("--latent", action="store_true", help="diffusers part without the VAE on both sides")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     log(machine())
     if args.part == "diffusers":
-        row = part_diffusers(args.steps, args.pairs, args.cfg, args.size)
+        row = part_diffusers(args.steps, args.pairs, args.cfg, args.size, args.latent)
     else:
         from tests.fixtures.tiny_diffusers import cache_root
 
         ckpt = Path(args.ckpt) if args.ckpt else ldm_checkpoint(cache_root().parent / "fullsize" / "sd15-random-fp16.safetensors")
         row = part_comfy(args.steps, args.pairs, args.cfg, args.size, ckpt, args.comfy_dir)
-    name = f"fullsize_sd15_{args.part}"
+    name = f"fullsize_sd15_{args.part}{'_latent' if args.latent else ''}"
     out = Path(args.out)
     write_csv(out / f"{name}.csv", [row])
     cmd = "nice -n 10 .venv/bin/python bench/fullsize_sd15.py " + " ".join(argv if argv is not None else sys.argv[1:])
