@@ -9,6 +9,7 @@
     sdedit dragbench DIR --model PATH -o OUTDIR                      (DragBench layout; contact sheets)
     sdedit inpaint IMAGE --mask M --mode sde --model PATH -o OUT      (SDE inpainting; --mode ode: DDIM)
     sdedit diffedit IMAGE --source-prompt … --target-prompt … --model PATH -o OUT   (DiffEdit-SDE)
+    sdedit info --model PATH                                         (family, shift, where each t0 starts)
     accelerate launch --num_processes N [--multi_gpu] -m sdedit_engine.cli batch DIR --model PATH -o OUTDIR
         (N processes split the folder: no duplicates, no gaps; on a CPU-only machine pass --multi_gpu
          so accelerate starts N processes, which then use the CPU)
@@ -28,17 +29,17 @@ import argparse
 import os
 import sys
 
-from . import demo, drag, edit
+from . import demo, drag, edit, info
 from .common import EXIT_ERROR, EXIT_USAGE, CLIError, Parser, load_pipeline  # noqa: F401  (public API)
 
 #: command modules in help order; each has ``add_commands(subparsers)``
-COMMAND_MODULES = (edit, drag, demo)
+COMMAND_MODULES = (edit, drag, info, demo)
 
 
 def build_parser() -> Parser:
     examples = __doc__.split("\n\n")[1]
     p = Parser(prog="sdedit", formatter_class=argparse.RawDescriptionHelpFormatter,
-               description="SDEdit (Meng et al., ICLR 2022) image editing with diffusers Stable Diffusion models.",
+               description="SDEdit (Meng et al., ICLR 2022) image editing with diffusers models (SD 1.x/2.x, SDXL, SD3/3.5, FLUX.1).",
                epilog="examples:\n" + examples + "\n\nt0 is the paper's noise level: sigma of timestep round(t0*1000)-1.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in COMMAND_MODULES:

@@ -112,10 +112,17 @@ class SamplerNames:
 
 
 # --------------------------------------------------------------------------- shared argument groups
-def add_guidance_arg(g, default: float, help: str = "classifier-free guidance scale (1 = off)") -> None:
-    """``--guidance-scale`` (aliases ``--cfg``, ``--guidance``), checked once: a finite number >= 0."""
+FAMILY_GUIDANCE = "the model family's: 7.5 SD/SDXL CFG, 7.0 SD3 CFG, 3.5 FLUX.1-dev guidance embedding, schnell none"
+
+
+def add_guidance_arg(g, default: float | None,
+                     help: str = "guidance: classifier-free guidance scale (1 = off) on SD/SDXL/SD3, the guidance "
+                                 "embedding on FLUX.1-dev, ignored by schnell") -> None:
+    """``--guidance-scale`` (aliases ``--cfg``, ``--guidance``), checked once: a finite number >= 0. ``default``
+    None = the loaded model family's default (filled in by :func:`load_pipeline`)."""
+    shown = FAMILY_GUIDANCE if default is None else default
     g.add_argument("--guidance-scale", "--cfg", "--guidance", dest="guidance_scale", default=default,
-                   type=number(0, what="--guidance-scale"), help=f"{help} (default {default})")
+                   type=number(0, what="--guidance-scale"), help=f"{help} (default {shown})")
 
 
 def add_tiling_args(g) -> None:
@@ -142,6 +149,9 @@ def add_model_args(p: argparse.ArgumentParser, *, controlnet: bool = True) -> ar
         g.add_argument("--control-scale", type=number(what="--control-scale"), default=1.0)
     else:
         p.set_defaults(controlnet=None, control_image=None)
+    g.add_argument("--t0-scale", default="model", choices=("model", "sd15_snr"),
+                   help="flow models (SD3, Flux): t0 as the model's own time (model, = ComfyUI denoise) or as the "
+                        "noise level SD1.5 has at that t0 (sd15_snr: same t0, same destruction on every family)")
     g.add_argument("--lora", help="LoRA .safetensors file or folder")
     g.add_argument("--lora-scale", type=number(what="--lora-scale"), default=1.0)
     add_tiling_args(g)
@@ -215,6 +225,9 @@ def load_pipeline(args, device: str | None = None):
 
     pipe = SDEditPipeline.load(args.model, config=args.config, controlnet=args.controlnet,
                                allow_download=args.allow_download, torch_dtype=dt, device=dev)
+    pipe.t0_scale = getattr(args, "t0_scale", "model")
+    if getattr(args, "guidance_scale", 0) is None:  # the family's default (CFG, or Flux's guidance embedding)
+        args.guidance_scale = pipe.default_guidance_scale
     if args.lora:
         pipe.load_lora_weights(args.lora, scale=args.lora_scale)
     if args.vae_tiling:

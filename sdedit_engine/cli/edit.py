@@ -42,7 +42,7 @@ def _add_sdedit_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--negative-prompt", default=None)
     s.add_argument("--steps", type=steps_arg, default=20, help="solver steps from σ(t0) to 0")
     s.add_argument("--sampler", default="dpmpp_2m_sde", choices=SamplerNames())
-    add_guidance_arg(s, 7.5)
+    add_guidance_arg(s, None)
     s.add_argument("--repeats", type=positive_int, default=1, help="K: re-noise and solve again (paper: 3)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--spacing", default="uniform", choices=("uniform", "karras"))
