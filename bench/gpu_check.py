@@ -164,6 +164,34 @@ def check_family(family: str, dtype_name: str, pipe, device: str, size: int, ste
     return rows
 
 
+def memory_rows(pipe, device: str, sizes, tile: int, dtype_name: str) -> list[dict]:
+    """Peak memory of a 2-step SDEdit with VAE + UNet tiling at each size (GPU: max allocated; host: max RSS,
+    where the decoded pixels are assembled). Target: the 4096² peak ≤ 1.25× the 1024² peak; 8192² fits."""
+    import resource
+
+    from sdedit_engine.pipelines.pipeline import SDEditPipeline
+
+    sp = SDEditPipeline(pipe, device=device)
+    sp.enable_vae_tiling(tile_size=tile)
+    sp.enable_unet_tiling(tile_size=tile)
+    rows = []
+    for size in sizes:
+        img = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        with Clock(device) as c:
+            out = sp(img, prompt="a red house", t0=0.5, steps=2, sampler="ddim", output_type="pt", progress=False, seed=0)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rows.append({"family": "sd15 (tiled)", "dtype": dtype_name, "size": size, "path": f"memory, VAE+UNet tiles {tile} px",
+                     "steps": 2, "s_per_step": c.seconds / 2, "peak_vram_mib": c.peak_mib,
+                     "ok": "yes" if bool(torch.isfinite(out.images).all()) else "FAIL",
+                     "note": f"host max RSS so far {rss:.0f} MiB"})
+        log(rows[-1])
+        del out, img
+    base = next((r["peak_vram_mib"] for r in rows if r["size"] == sizes[0]), float("nan"))
+    for r in rows:
+        r["note"] += f"; peak / {sizes[0]}² peak = {r['peak_vram_mib'] / base:.2f}" if base == base else ""
+    return rows
+
+
 def comfy_rows(device: str, tiny: bool, size: int, steps: int, dtype_name: str) -> list[dict]:
     """The pack's SDEdit node vs core KSampler, in-process (SD1.5 checkpoint: tiny fixture or full-size)."""
     from tests.comfy import harness
@@ -214,6 +242,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="steps per path (default 10; 4 with --tiny)")
     ap.add_argument("--size", type=int, default=None, help="image side (default: 512 SD1.5, 1024 others; 64 tiny)")
     ap.add_argument("--comfy", action="store_true", help="also the ComfyUI node vs KSampler (SD1.5)")
+    ap.add_argument("--memory", default=None, help="also peak memory with VAE+UNet tiling on SD1.5 at these sizes "
+                    "(default on CUDA: 1024,4096,8192; tiny: off)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
@@ -245,6 +275,21 @@ def main(argv=None) -> int:
         del base
         if torch.device(args.device).type == "cuda":
             torch.cuda.empty_cache()
+    mem_sizes = args.memory or ("" if args.tiny or torch.device(args.device).type != "cuda" else "1024,4096,8192")
+    if mem_sizes:
+        try:
+            from bench.fullsize_models import build
+
+            pipe = tiny_pipe("sd15") if args.tiny else build("sd15", device=args.device, dtype=DTYPES[dtypes[0]])
+            pipe.to(device=args.device, dtype=DTYPES[dtypes[0]])
+            rows += memory_rows(pipe, args.device, [int(v) for v in mem_sizes.split(",")], 64 if args.tiny else 512,
+                                dtypes[0])
+            del pipe
+        except Exception as e:
+            traceback.print_exc()
+            rows.append({"family": "sd15 (tiled)", "dtype": dtypes[0], "size": 0, "path": "(error)", "steps": 0,
+                         "s_per_step": float("nan"), "peak_vram_mib": float("nan"), "ok": "FAIL",
+                         "note": f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"})
     if args.comfy:
         try:
             rows += comfy_rows(args.device, args.tiny, args.size or (64 if args.tiny else 512), steps, dtypes[0])

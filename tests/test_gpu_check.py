@@ -6,11 +6,11 @@ from bench import gpu_check
 
 
 def test_gpu_check_tiny_cpu_mode_passes_and_writes_a_table(tmp_path):
-    rc = gpu_check.main(["--device", "cpu", "--tiny", "--families", "sd15,sd3,flux", "--steps", "2",
+    rc = gpu_check.main(["--device", "cpu", "--tiny", "--families", "sd15,sd3,flux", "--steps", "2", "--memory", "64,128",
                          "--out", str(tmp_path)])
     rows = list(csv.DictReader(open(tmp_path / "gpu_check_cpu_tiny.csv")))
     assert rc == 0, [r for r in rows if r["ok"] != "yes"]
-    assert {r["family"] for r in rows} == {"sd15", "sd3", "flux"}
+    assert {r["family"] for r in rows} == {"sd15", "sd3", "flux", "sd15 (tiled)"}
     paths = {r["path"] for r in rows}
     assert {"SDEdit", "masked SDEdit (kept pixels exact)", "Cycle-SDE reconstruction", "SDE-Drag (masked)"} <= paths
     calls = {r["family"]: r["note"] for r in rows if r["path"].startswith("diffusers")}

@@ -181,7 +181,7 @@ def cycle_check(pipe, image, prompt: str = "", *, t0: float = 0.6, steps: int = 
 
 # ---------------------------------------------------------------------------------------- inpaint
 def inpaint(pipe, image, mask, prompt: str = "", negative_prompt: str | None = None, *, steps: int = 50,
-            mode: str = "sde", guidance_scale: float = 7.5, seed: int = 0, mask_grow: int = 0,
+            mode: str = "sde", guidance_scale: float | None = None, seed: int = 0, mask_grow: int = 0,
             mask_blur: float = 0.0, composite: bool = True, output_type: str = "pil", progress: bool = True,
             callback: Optional[Callable] = None) -> EditOutput:
     """SDE inpainting (paper Sec. 5.1) with any non-inpainting model: the masked area (1 = fill) starts
@@ -191,7 +191,7 @@ def inpaint(pipe, image, mask, prompt: str = "", negative_prompt: str | None = N
         raise ValueError(f"mode must be 'sde' or 'ode', got {mode!r}")
     _check_output_type(output_type)
     steps = check_steps(steps)
-    guidance_scale = check_guidance_scale(guidance_scale)
+    guidance_scale = check_guidance_scale(pipe.default_guidance_scale if guidance_scale is None else guidance_scale)
     if mask is None:
         raise ValueError("inpaint needs a mask (white = fill)")
     original = imaging.to_tensor(image).float()
@@ -213,7 +213,7 @@ def inpaint(pipe, image, mask, prompt: str = "", negative_prompt: str | None = N
 
 # ---------------------------------------------------------------------------------------- diffedit
 def diffedit(pipe, image, source_prompt: str, target_prompt: str, mask=None, negative_prompt: str | None = None, *,
-             t0: float = 0.7, steps: int = 35, mode: str = "sde", guidance_scale: float = 7.5, seed: int = 0,
+             t0: float = 0.7, steps: int = 35, mode: str = "sde", guidance_scale: float | None = None, seed: int = 0,
              mask_threshold: float = 0.5, mask_t0: float = 0.5, mask_repeats: int = 10, composite: bool = True,
              output_type: str = "pil", progress: bool = True, callback: Optional[Callable] = None) -> EditOutput:
     """DiffEdit-SDE (paper Sec. 5.2): turn what ``source_prompt`` describes into ``target_prompt``
@@ -224,7 +224,7 @@ def diffedit(pipe, image, source_prompt: str, target_prompt: str, mask=None, neg
         raise ValueError(f"mode must be 'sde' or 'ode', got {mode!r}")
     _check_output_type(output_type)
     t0, steps = check_t0(t0), check_steps(steps)
-    guidance_scale = check_guidance_scale(guidance_scale)
+    guidance_scale = check_guidance_scale(pipe.default_guidance_scale if guidance_scale is None else guidance_scale)
     if not 0.0 <= float(mask_threshold) <= 1.0:
         raise ValueError(f"mask_threshold must be in [0, 1], got {mask_threshold!r}")
     original = imaging.to_tensor(image).float()
