@@ -23,8 +23,6 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
-from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
-
 import argparse
 import gc
 import sys
@@ -32,6 +30,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
 
 T0 = 0.5
 PROMPT = "a red house in a field"
@@ -136,8 +136,9 @@ def part_comfy(steps: int, pairs: int, cfg: float, size: int, ckpt: Path, comfy_
     harness.add_comfyui_to_sys_path(comfy_dir)
     harness.import_pack()
     import comfy.sd
-    import nodes as comfy_nodes
     from comfyui_sdedit.nodes import sdedit_nodes
+
+    import nodes as comfy_nodes
 
     model, clip, vae = comfy.sd.load_checkpoint_guess_config(str(ckpt), output_vae=True, output_clip=True)[:3]
     pos = clip.encode_from_tokens_scheduled(clip.tokenize(PROMPT))

@@ -27,8 +27,6 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
-from bench._common import RESULTS, log, machine, md_table, write_csv  # noqa: E402
-
 import argparse
 import sys
 import time
@@ -36,6 +34,8 @@ import traceback
 from pathlib import Path
 
 import torch
+
+from bench._common import RESULTS, log, machine, md_table, write_csv  # noqa: E402
 
 SIZES = {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024}
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -199,8 +199,9 @@ def comfy_rows(device: str, tiny: bool, size: int, steps: int, dtype_name: str) 
     harness.add_comfyui_to_sys_path(None, cpu=torch.device(device).type == "cpu")
     harness.import_pack()
     import comfy.sd
-    import nodes as comfy_nodes
     from comfyui_sdedit.nodes import sdedit_nodes
+
+    import nodes as comfy_nodes
 
     if tiny:
         from tests.fixtures import tiny_sd15

@@ -19,14 +19,13 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
-from bench._common import RESULTS, machine, md_table, write_csv  # noqa: E402
-
 import argparse
 import sys
 from pathlib import Path
 
 import torch
 
+from bench._common import RESULTS, machine, md_table, write_csv  # noqa: E402
 from bench.fullsize_sd15 import interleave
 from bench.gpu_check import DTYPES, image, img2img_calls, reference
 
@@ -82,7 +81,7 @@ def main(argv=None) -> int:
         calls = {}
         for name, fn in (("A", run_a), ("B", run_b)):
             c = [0]
-            h = sp.unet.register_forward_hook(lambda *_: c.__setitem__(0, c[0] + 1))
+            h = sp.unet.register_forward_hook(lambda *_, c=c: c.__setitem__(0, c[0] + 1))
             fn(image(args.size, 99), 99)
             h.remove()
             calls[name] = c[0]

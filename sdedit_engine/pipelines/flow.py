@@ -132,11 +132,6 @@ class FlowBackend:
     def default_guidance(self) -> float:
         return DEFAULT_GUIDANCE[self.family]
 
-    @property
-    def uses_cfg_input(self) -> bool:
-        """True when guidance is a model input (Flux dev), not classifier-free guidance."""
-        return self.family == "flux"
-
     def __repr__(self) -> str:
         shift = f"dynamic μ={self.mu():.3f} at {self.resolution[1]}x{self.resolution[0]}" if self.dynamic else f"shift={self.shift:g}"
         return f"FlowBackend({self.family}, {shift})"
