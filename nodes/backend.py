@@ -6,9 +6,22 @@ v prediction — applies exactly as in the core samplers. The guider hands our :
 a callable ``model_wrap(x, sigma, model_options=…, seed=…)`` that returns the denoised latent in the
 k-diffusion convention, which is precisely the engine's denoiser interface; the sampling math itself
 is ``sdedit_engine.core.sdedit``.
+
+**Flow-matching models** (ComfyUI ``CONST``: SD3/SD3.5, Flux, AuraFlow, Qwen-Image, Chroma, HiDream, a
+model patched by ``ModelSamplingSD3/Flux/AuraFlow``, …) keep ComfyUI's own coordinates on the outside:
+SIGMAS are flow s ∈ [0, 1] and the guider sees s. Inside the sampler the guider is wrapped by
+:class:`~sdedit_engine.core.flow.FlowDenoiser` (S = s/(1 − s), x̃ = x/(1 − s)) and the engine runs in
+S. That change of variables *is* ComfyUI's ``noise_scaling`` (x = s·noise + (1 − s)·latent ⇔
+x̃ = latent + S·noise) and ``inverse_noise_scaling`` (x/(1 − s) = x̃); the kept area of a mask is
+re-noised by the same rule. A SIGMAS list that starts at s = 1 (pure noise, S = ∞) starts at
+``percent_to_sigma(1e-4)`` instead, as ComfyUI's own SDE samplers do; one that does not end at 0 is
+refused (the engine's output is the clean latent).
 """
 
 from __future__ import annotations
+
+import logging
+import math
 
 import torch
 
@@ -19,21 +32,110 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
+from ..sdedit_engine.core.flow import PURE_NOISE_OFFSET, FlowDenoiser, FlowSchedule, check_t0_scale, flow_to_ve, is_flow
 from ..sdedit_engine.core.noise import NoiseSource, normalize_seeds
 from ..sdedit_engine.core.samplers import get_sampler
 from ..sdedit_engine.core.schedules import DiscreteSchedule
 from ..sdedit_engine.core.sdedit import KNOWN_NOISE_MODES, sdedit
 
 
-def model_schedule(model) -> DiscreteSchedule:
-    """The σ table of a ComfyUI MODEL as an engine schedule; flow-matching models are refused clearly."""
+def is_flow_sampling(sampling) -> bool:
+    return isinstance(sampling, comfy.model_sampling.CONST)
+
+
+def model_schedule(model, t0_scale: str = "model"):
+    """The noise schedule of a ComfyUI MODEL: a :class:`DiscreteSchedule` from its σ table, or for a
+    flow-matching (CONST) model a :class:`FlowSchedule` with the model's own shift (SD3/AuraFlow-style
+    ``ModelSamplingDiscreteFlow``, Flux-style ``ModelSamplingFlux``, otherwise its s table).
+    ``t0_scale`` ('model' or 'sd15_snr') says how t0 reads on a flow model; a discrete model's t0 is
+    its own timestep either way."""
+    check_t0_scale(t0_scale)
     sampling = model.get_model_object("model_sampling")
-    if isinstance(sampling, comfy.model_sampling.CONST) or not hasattr(sampling, "sigmas"):
-        raise ValueError(
-            "model: this model is a flow-matching model (e.g. SD3, Flux); SDEdit here supports discrete "
-            "ε- or v-prediction models (SD1.x, SD2.x, SDXL and their fine-tunes)"
-        )
+    if is_flow_sampling(sampling):
+        return _flow_schedule(sampling, t0_scale)
+    if not hasattr(sampling, "sigmas"):
+        raise ValueError(f"model: its noise schedule ({type(sampling).__name__}) has no sigma table SDEdit can read")
     return DiscreteSchedule.from_sigmas(sampling.sigmas.detach().float().cpu())
+
+
+def _flow_schedule(sampling, t0_scale: str) -> FlowSchedule:
+    table = getattr(sampling, "sigmas", None)
+    n = int(table.numel()) if isinstance(table, torch.Tensor) else 1000
+    if isinstance(sampling, comfy.model_sampling.ModelSamplingDiscreteFlow):
+        shift = float(sampling.shift)
+        if not shift > 0:
+            raise ValueError(f"model: its flow shift is {shift:g}; a shift must be > 0 (ModelSamplingSD3 / "
+                             "ModelSamplingAuraFlow 'shift': 1 = none, SD3 3.0, AuraFlow 1.73)")
+        return FlowSchedule.sd3(shift, num_timesteps=n, t0_scale=t0_scale)
+    if isinstance(sampling, comfy.model_sampling.ModelSamplingFlux):
+        return FlowSchedule.flux(float(sampling.shift), num_timesteps=n, t0_scale=t0_scale)
+    if table is None:
+        raise ValueError(f"model: flow model with a schedule SDEdit cannot read ({type(sampling).__name__}, no sigma table)")
+    try:
+        return FlowSchedule.from_sigmas(table.detach().double().cpu(), t0_scale=t0_scale)
+    except ValueError as e:
+        raise ValueError(f"model: {e}") from None
+
+
+def native_sigma_grid(schedule, t0: float, steps: int, spacing: str = "uniform") -> torch.Tensor:
+    """The σ grid in the model's own coordinates (what ComfyUI SIGMAS carry): flow s on flow models."""
+    return schedule.flow_sigma_grid(t0, steps, spacing) if is_flow(schedule) else schedule.sigma_grid(t0, steps, spacing)
+
+
+def native_sigmas(model, engine_sigmas: torch.Tensor) -> torch.Tensor:
+    """Engine σ (S) → the model's SIGMAS coordinates."""
+    if is_flow_sampling(model.get_model_object("model_sampling")):
+        s = torch.as_tensor(engine_sigmas, dtype=torch.float64)
+        return s / (1.0 + s)
+    return engine_sigmas
+
+
+def describe_start(schedule, t0: float) -> str:
+    """One line for a node's output: where t0 starts (σ, and for flow models s, S and log-SNR)."""
+    if is_flow(schedule):
+        d = schedule.describe_t0(t0)
+        return (f"t0 {t0:g} ({d['t0_scale']} scale): flow sigma {d['flow_sigma']:.4f} (model time "
+                f"{d['model_time']:.4f}), engine sigma S = s/(1-s) {d['sigma']:.4f}, log-SNR {d['log_snr']:.3f}")
+    sigma = schedule.t0_to_sigma(t0)
+    return f"t0 {t0:g}: sigma {sigma:.4f}, log-SNR {-2.0 * math.log(sigma):.3f}"
+
+
+def guidance_distilled(model) -> bool:
+    """True for guidance-distilled models (Flux-dev: guidance is a model input; Flux-schnell), which have
+    no true CFG: cfg > 1 then doubles the cost and leaves the distribution the model was distilled for."""
+    config = getattr(getattr(model, "model", None), "model_config", None)
+    unet = getattr(config, "unet_config", None) or {}
+    return bool(unet.get("guidance_embed")) or type(config).__name__ == "FluxSchnell"
+
+
+def cfg_note(model, cfg: float) -> str:
+    """A warning line when cfg > 1 is used on a guidance-distilled model ('' otherwise)."""
+    if cfg > 1.0 and guidance_distilled(model):
+        msg = (f"cfg {cfg:g} on a guidance-distilled model (Flux-dev/schnell): it has no true CFG, so cfg > 1 doubles "
+               "the model calls and pushes it off what it was distilled for; set cfg 1 and use FluxGuidance for the "
+               "guidance strength")
+        logging.warning("SDEdit: %s", msg)
+        return msg
+    return ""
+
+
+def engine_view(model_wrap, sigmas, fn=None):
+    """(denoiser, engine σ) for ComfyUI's model wrapper and native SIGMAS: flow models get the
+    :class:`FlowDenoiser` bridge, with the exact SIGMAS values handed to the guider."""
+    fn = model_wrap if fn is None else fn
+    sampling = model_wrap.inner_model.model_sampling
+    if not is_flow_sampling(sampling):
+        return fn, sigmas
+    s = torch.as_tensor(sigmas).detach().flatten().to(torch.float64).cpu()
+    if s.numel() < 2 or float(s[-1]) != 0.0:
+        raise ValueError("sigmas: on a flow-matching model the SDEdit sampler needs sigmas that end at 0 (the clean "
+                         "latent); use the full list of SDEdit Sigmas / a scheduler, not the high half of SplitSigmas")
+    if bool((s > 1).any()) or bool((s < 0).any()):
+        raise ValueError("sigmas: flow-matching sigmas must lie in [0, 1]")
+    if float(s[0]) >= 1.0:  # pure noise: S = ∞; start just below, as ComfyUI's SDE samplers do
+        s[0] = float(sampling.percent_to_sigma(PURE_NOISE_OFFSET))
+    native = s.to(torch.float32)
+    return FlowDenoiser(fn, levels=native), flow_to_ve(native.to(torch.float64))
 
 
 class SDEditKSampler(comfy.samplers.KSAMPLER):
@@ -60,15 +162,16 @@ class SDEditKSampler(comfy.samplers.KSAMPLER):
         guide = latent_image if latent_image is not None else torch.zeros_like(noise)
         args = {k: v for k, v in extra_args.items() if k != "denoise_mask"}
         mask = denoise_mask.to(guide.dtype) if denoise_mask is not None else None
+        denoiser, engine_sigmas = engine_view(model_wrap, sigmas)
 
         def report(info):
             if callback is not None:  # progress bar, latent preview and the interrupt check
                 callback(info.step, info.denoised, info.x, info.total)
 
         x = sdedit(
-            model_wrap,
+            denoiser,
             guide,
-            sigmas=sigmas,
+            sigmas=engine_sigmas,
             sampler=self.sampler_name,
             mask=mask,
             repeats=self.repeats,
@@ -78,6 +181,8 @@ class SDEditKSampler(comfy.samplers.KSAMPLER):
             extra_args=args,
             callback=report,
         )
+        if denoiser is not model_wrap:  # flow: x̃ at S = 0 is the clean latent (= inverse_noise_scaling(0, x))
+            return x
         return model_wrap.inner_model.model_sampling.inverse_noise_scaling(sigmas[-1], x)
 
 
@@ -96,6 +201,7 @@ def sdedit_latent(
     mask: torch.Tensor | None = None,
     spacing: str = "uniform",
     known_noise: str = "fresh",
+    t0_scale: str = "model",
 ) -> torch.Tensor:
     """SDEdit one batch of VAE latents (ComfyUI's latent space) with a ComfyUI MODEL and conditioning.
 
@@ -103,7 +209,7 @@ def sdedit_latent(
     latent grid bilinearly. Noise comes from the engine's per-item seeded CPU generators, so the
     same seed gives the same result as the Python engine and whatever the batch.
     """
-    sigmas = model_schedule(model).sigma_grid(t0, steps, spacing)
+    sigmas = native_sigma_grid(model_schedule(model, t0_scale), t0, steps, spacing)
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
     seeds = normalize_seeds(seed, latent.shape[0])
     noise = NoiseSource(seeds, latent.shape, stream="init/0").draw()
@@ -144,10 +250,14 @@ class EngineLoopSampler(comfy.samplers.KSAMPLER):
         args = {k: v for k, v in extra_args.items() if k != "denoise_mask"}
         base_cfg = model_wrap.cfg
 
-        def denoiser(x, sigma, cfg=None, prompt=None):
+        def guided(x, sigma, cfg=None, prompt=None):
             model_wrap.cfg = base_cfg if cfg is None else cfg
             model_wrap.positive_key = prompt or "positive"
             return model_wrap(x, sigma, **args)
+
+        denoiser = guided
+        if is_flow_sampling(model_wrap.inner_model.model_sampling):  # the algorithm walks engine σ (S) levels
+            denoiser = FlowDenoiser(guided, levels=torch.as_tensor(sigmas).detach().flatten().float().cpu())
 
         def report(info):
             if callback is not None:
@@ -165,8 +275,8 @@ def run_engine_loop(model, positive, negative, latent: torch.Tensor, *, cfg: flo
     and the interrupt check at every step; returns the latent in ComfyUI's latent space."""
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
     guider = _guider(model, positive, negative, cfg, **(extra_conds or {}))
-    return _sample(guider, model, torch.zeros_like(latent), latent, EngineLoopSampler(algorithm, total_steps), sigmas,
-                   total_steps, seed)
+    return _sample(guider, model, torch.zeros_like(latent), latent, EngineLoopSampler(algorithm, total_steps),
+                   native_sigmas(model, sigmas), total_steps, seed)
 
 
 def _guider(model, positive, negative, cfg: float, **extra_conds) -> "PromptSwitchGuider":

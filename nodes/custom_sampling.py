@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from comfy_api.v0_0_2 import io
+from comfy_api.v0_0_2 import io, ui
 
-from .backend import SDEditKSampler, model_schedule
+from .backend import SDEditKSampler, model_schedule, native_sigma_grid
 from .inputs import SDEditNode, inputs
 
 CATEGORY = "SDEdit/custom_sampling"
@@ -21,17 +21,20 @@ class SDEditSigmas(SDEditNode):
             description=(
                 "Sigmas for SamplerCustom / SamplerCustomAdvanced that start exactly at the SDEdit noise level t0 "
                 "(sigma of timestep round(t0*1000)-1) and reach 0 in 'steps' steps. Unlike BasicScheduler's "
-                "'denoise', the start does not depend on the scheduler."
+                "'denoise', the start does not depend on the scheduler. On flow-matching models (SD3, Flux, ...) the "
+                "sigmas are ComfyUI's flow sigmas in [0, 1] (shift included), starting at percent_to_sigma(1 - t0)."
             ),
-            inputs=inputs("model", "t0", "steps", "spacing", model={"tooltip": "The model whose noise schedule is used."},
+            inputs=inputs("model", "t0", "steps", "spacing", "t0_scale", model={"tooltip": "The model whose noise schedule is used."},
                           steps={"tooltip": "Number of steps from t0 to 0."}),
             outputs=[io.Sigmas.Output("SIGMAS", display_name="sigmas", tooltip="steps+1 descending sigmas ending at 0.")],
         )
 
     @classmethod
-    def execute(cls, model, t0, steps, spacing) -> io.NodeOutput:
-        sigmas = model_schedule(model).sigma_grid(t0, steps, spacing)
-        return io.NodeOutput(sigmas.to(torch.float32))
+    def execute(cls, model, t0, steps, spacing, t0_scale="model") -> io.NodeOutput:
+        from .sdedit_nodes import start_info
+
+        sigmas = native_sigma_grid(model_schedule(model, t0_scale or "model"), t0, steps, spacing)
+        return io.NodeOutput(sigmas.to(torch.float32), ui=ui.PreviewText(start_info(model, t0, t0_scale)))
 
 
 class SDEditSampler(SDEditNode):

@@ -75,6 +75,7 @@ class EditSettings:
     seed: int
     spacing: str = "uniform"
     known_noise: str = "fresh"
+    t0_scale: str = "model"
 
 
 def encode_pixels(vae, pixels: torch.Tensor) -> torch.Tensor:
@@ -136,5 +137,6 @@ def edit_images(
                       name="mask_feather" if mask_feather else "mask")
     out = sdedit_latent(model, positive, negative, fr.latent, mask=fr.latent_mask, cfg=settings.cfg, t0=settings.t0,
                         steps=settings.steps, sampler_name=settings.sampler_name, repeats=settings.repeats,
-                        seed=settings.seed, spacing=settings.spacing, known_noise=settings.known_noise)
+                        seed=settings.seed, spacing=settings.spacing, known_noise=settings.known_noise,
+                        t0_scale=settings.t0_scale)
     return finish_pixels(vae, fr, out, keep_unmasked_pixels), out

@@ -26,6 +26,7 @@ from typing import Any
 
 from comfy_api.v0_0_2 import io
 
+from ..sdedit_engine.core.flow import T0_SCALES
 from ..sdedit_engine.core.samplers import SAMPLER_NAMES
 from ..sdedit_engine.core.schedules import SPACINGS
 from ..sdedit_engine.core.sdedit import KNOWN_NOISE_MODES
@@ -37,7 +38,15 @@ T0_TOOLTIP = (
     "Small t0 = faithful to your strokes, large t0 = more realistic. It is a noise level "
     "(sigma of timestep round(t0*1000)-1), NOT KSampler's 'denoise', whose noise level depends on the "
     "scheduler (denoise 0.5 with karras is a much weaker edit). Typical: 0.3-0.6. Below 0.0015 (one "
-    "timestep) the edit is a single denoise at the lowest noise level, whatever 'steps' says."
+    "timestep) the edit is a single denoise at the lowest noise level, whatever 'steps' says. On flow models "
+    "(SD3, Flux, ...) see t0_scale."
+)
+
+T0_SCALE_TOOLTIP = (
+    "Flow-matching models (SD3/SD3.5, Flux, AuraFlow, Qwen-Image, ...) only; ignored on SD1.x/SDXL. 'model': t0 is the "
+    "model's own time, the start sigma is ComfyUI's percent_to_sigma(1 - t0) (shift included; t0 0.5 on SD3 = sigma "
+    "0.75, a strong edit). 'sd15_snr': t0 means the same noise level (log-SNR) as on SD1.5, so t0 0.5 destroys as much "
+    "structure on Flux as on SD1.5 - no 'denoise cliff'."
 )
 
 SAMPLER_TOOLTIP = (
@@ -80,6 +89,7 @@ SPECS: dict[str, tuple[Any, dict[str, Any]]] = {
     "seed": (io.Int, {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True, "tooltip": "Noise seed. Image i of a batch uses seed+i, so a result never depends on the batch or the device."}),
     "spacing": (io.Combo, {"options": list(SPACINGS), "default": "uniform", "tooltip": "Spacing of the steps between t0 and 0: uniform in timestep (paper) or karras (more steps at low noise)."}),
     "known_noise": (io.Combo, {"options": list(KNOWN_NOISE_MODES), "default": "fresh", "tooltip": "Noise for re-noising the kept area at each step: fresh (default) or one fixed tensor per repeat (the official code and ComfyUI's inpainting)."}),
+    "t0_scale": (io.Combo, {"options": list(T0_SCALES), "default": "model", "optional": True, "tooltip": T0_SCALE_TOOLTIP}),
     "mode": (io.Combo, {"options": ["sde", "ode"], "default": "sde", "tooltip": "sde: the stochastic solver (the paper's choice). ode: its deterministic twin, for comparison."}),
     # two-prompt editing (DiffEdit)
     "source": (io.Conditioning, {"tooltip": "Prompt describing the image as it is (e.g. 'a bowl of fruits')."}),
@@ -131,7 +141,7 @@ def mask_inputs() -> list:
 
 
 def advanced_inputs() -> list:
-    return inputs("spacing", "known_noise", spacing={"optional": True}, known_noise={"optional": True})
+    return inputs("spacing", "known_noise", "t0_scale", spacing={"optional": True}, known_noise={"optional": True})
 
 
 # the float check ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from ..sdedit_engine.core.cycle import cycle_sigmas
 from ..sdedit_engine.core.drag import drag_iterations, guidance_ramp, parse_points, sde_drag, to_latent_points
 from ..sdedit_engine.core.samplers import offset_callback
 from ..sdedit_engine.core.sde_edits import diffedit, diffedit_mask
-from .backend import model_schedule, run_engine_loop
+from .backend import cfg_note, guidance_distilled, model_schedule, run_engine_loop
 from .editing import EditSettings, edit_images, finish_pixels, frame_pixels, guide_to_bchw, mask_to_b1hw
 from .inputs import MODEL_INPUTS, SDEditNode, inputs
 
@@ -42,7 +42,7 @@ class SDEditDrag(SDEditNode):
             ),
             inputs=inputs(
                 *MODEL_INPUTS, "image", "points", "mask", "t0", "steps", "cfg", "step_size", "patch_radius", "beta",
-                "alpha", "seed", "keep_unmasked_pixels",
+                "alpha", "seed", "keep_unmasked_pixels", "t0_scale",
                 image={"tooltip": "The image to drag-edit (512x512 suits SD1.x). RGBA: alpha is ignored."},
                 mask={"tooltip": "Optional editable area (1 = may change). Outside it the image is kept exactly."},
                 t0={"default": 0.6},
@@ -55,7 +55,7 @@ class SDEditDrag(SDEditNode):
 
     @classmethod
     def execute(cls, model, positive, negative, vae, image, points, t0, steps, cfg, step_size, patch_radius, beta,
-                alpha, seed, keep_unmasked_pixels=True, mask=None) -> io.NodeOutput:
+                alpha, seed, keep_unmasked_pixels=True, mask=None, t0_scale="model") -> io.NodeOutput:
         pixels = guide_to_bchw(image, "image")
         pairs_px = parse_points(points, pixels.shape[-1], pixels.shape[-2])
         fr = _frame(vae, image, mask, "drag")
@@ -63,8 +63,11 @@ class SDEditDrag(SDEditNode):
         pairs = to_latent_points(pairs_px, factor=fr.factor)
         if all(s == t for s, t in pairs):
             raise ValueError("points: every drag is shorter than one latent cell (8 pixels); drag further")
-        levels = cycle_sigmas(model_schedule(model), t0, steps)
-        ramp = guidance_ramp(cfg, steps)
+        levels = cycle_sigmas(model_schedule(model, t0_scale or "model"), t0, steps)
+        distilled = guidance_distilled(model)  # Flux-dev/schnell: the CFG ramp is a no-op (core.drag.guidance_ramp)
+        ramp = guidance_ramp(cfg, steps, guidance_distilled=distilled)
+        if distilled:
+            cfg = 1.0
         longest = max(((t[0] - s[0]) ** 2 + (t[1] - s[1]) ** 2) ** 0.5 for s, t in pairs)
         total = 2 * steps * drag_iterations(longest, step_size)
 
@@ -129,7 +132,7 @@ class SDEditImageToImage(SDEditNode):
             ),
             inputs=inputs(
                 "model", "source", "target", "negative", "vae", "image", "mask", "t0", "steps", "cfg", "mode",
-                "mask_threshold", "seed", "keep_unmasked_pixels",
+                "mask_threshold", "seed", "keep_unmasked_pixels", "t0_scale",
                 negative={"tooltip": "Unconditional / negative prompt for CFG (usually empty)."},
                 mask={"tooltip": "Area to edit (1 = edit). Unconnected: DiffEdit's automatic mask."},
                 t0={"default": 0.7},
@@ -145,12 +148,13 @@ class SDEditImageToImage(SDEditNode):
 
     @classmethod
     def execute(cls, model, source, target, negative, vae, image, t0, steps, cfg, mode, mask_threshold, seed,
-                keep_unmasked_pixels=True, mask=None) -> io.NodeOutput:
+                keep_unmasked_pixels=True, mask=None, t0_scale="model") -> io.NodeOutput:
         if mode not in ("sde", "ode"):
             raise ValueError(f"mode must be 'sde' or 'ode', got {mode!r}")
         fr = _frame(vae, image, mask, "edit")
         latent, lat_mask = fr.latent, fr.latent_mask
-        schedule = model_schedule(model)
+        schedule = model_schedule(model, t0_scale or "model")
+        cfg_note(model, cfg)
         levels = cycle_sigmas(schedule, t0, steps)
         draws = 10
         mask_steps = 0 if lat_mask is not None else draws

@@ -7,15 +7,23 @@ import torch
 from comfy_api.v0_0_2 import io, ui
 
 from ..sdedit_engine.io import imaging
+from .backend import cfg_note, describe_start, model_schedule
 from .editing import EditSettings, edit_images, guide_to_bchw, mask_to_b1hw
 from .inputs import SDEditNode, advanced_inputs, mask_inputs, model_inputs, sampling_inputs
 
 CATEGORY = "SDEdit"
 
 
-def _settings(t0, steps, cfg, sampler, repeats, seed, spacing, known_noise) -> EditSettings:
+def _settings(t0, steps, cfg, sampler, repeats, seed, spacing, known_noise, t0_scale="model") -> EditSettings:
     return EditSettings(cfg=cfg, t0=t0, steps=steps, sampler_name=sampler, repeats=repeats, seed=seed,
-                        spacing=spacing or "uniform", known_noise=known_noise or "fresh")
+                        spacing=spacing or "uniform", known_noise=known_noise or "fresh", t0_scale=t0_scale or "model")
+
+
+def start_info(model, t0: float, t0_scale: str, cfg: float | None = None) -> str:
+    """The node's text output: where t0 starts on this model (σ, SNR) and any flow-model warning."""
+    lines = [describe_start(model_schedule(model, t0_scale or "model"), t0)]
+    note = cfg_note(model, cfg) if cfg is not None else ""
+    return "\n".join(lines + ([note] if note else []))
 
 
 def _prepare(guide, mask, crop_to_mask):
@@ -48,13 +56,14 @@ class SDEdit(SDEditNode):
     @classmethod
     def execute(cls, model, positive, negative, vae, guide, t0, steps, cfg, sampler, repeats, seed, mask=None,
                 mask_grow=8, mask_feather=8.0, keep_unmasked_pixels=True, crop_to_mask=False, crop_padding=64,
-                crop_resolution=512, spacing="uniform", known_noise="fresh") -> io.NodeOutput:
+                crop_resolution=512, spacing="uniform", known_noise="fresh", t0_scale="model") -> io.NodeOutput:
         pixels, m = _prepare(guide, mask, crop_to_mask)
-        settings = _settings(t0, steps, cfg, sampler, repeats, seed, spacing, known_noise)
+        settings = _settings(t0, steps, cfg, sampler, repeats, seed, spacing, known_noise, t0_scale)
+        info = start_info(model, t0, t0_scale, cfg)
         images, latent = edit_images(model, positive, negative, vae, pixels, m, settings, mask_grow=mask_grow,
                                      mask_feather=mask_feather, keep_unmasked_pixels=keep_unmasked_pixels,
                                      crop=crop_to_mask, crop_padding=crop_padding, crop_resolution=crop_resolution)
-        return io.NodeOutput(imaging.to_bhwc(images), {"samples": latent})
+        return io.NodeOutput(imaging.to_bhwc(images), {"samples": latent}, ui=ui.PreviewText(info))
 
 
 def parse_t0_list(text: str) -> list[float]:
@@ -101,12 +110,13 @@ class SDEditT0Sweep(SDEditNode):
     @classmethod
     def execute(cls, model, positive, negative, vae, guide, t0_values, steps, cfg, sampler, repeats, seed, mask=None,
                 mask_grow=8, mask_feather=8.0, keep_unmasked_pixels=True, crop_to_mask=False, crop_padding=64,
-                crop_resolution=512, spacing="uniform", known_noise="fresh") -> io.NodeOutput:
+                crop_resolution=512, spacing="uniform", known_noise="fresh", t0_scale="model") -> io.NodeOutput:
         t0s = parse_t0_list(t0_values)
         pixels, m = _prepare(guide, mask, crop_to_mask)
         results, labels, rows = [], [], ["t0,l2"]
+        info = [start_info(model, t0, t0_scale) for t0 in t0s] + [n for n in [cfg_note(model, cfg)] if n]
         for t0 in t0s:
-            settings = _settings(t0, steps, cfg, sampler, repeats, seed, spacing, known_noise)
+            settings = _settings(t0, steps, cfg, sampler, repeats, seed, spacing, known_noise, t0_scale)
             images, _ = edit_images(model, positive, negative, vae, pixels, m, settings, mask_grow=mask_grow,
                                     mask_feather=mask_feather, keep_unmasked_pixels=keep_unmasked_pixels,
                                     crop=crop_to_mask, crop_padding=crop_padding, crop_resolution=crop_resolution)
@@ -119,4 +129,4 @@ class SDEditT0Sweep(SDEditNode):
         grid = imaging.labelled_grid(batch, labels, columns=columns)
         grid = torch.from_numpy(np.asarray(grid, dtype=np.float32) / 255.0)[None]
         text = "\n".join(rows)
-        return io.NodeOutput(imaging.to_bhwc(batch), grid, text, ui=ui.PreviewText(text))
+        return io.NodeOutput(imaging.to_bhwc(batch), grid, text, ui=ui.PreviewText(text + "\n\n" + "\n".join(info)))

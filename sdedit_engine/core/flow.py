@@ -74,7 +74,8 @@ def flux_time_shift(mu: float, t):
     """Flux-style shift ``e^μ / (e^μ + 1/t − 1)`` (ComfyUI ``flux_time_shift(μ, 1, t)``); 0 at t = 0."""
     t = torch.as_tensor(t, dtype=torch.float64)
     e = math.exp(mu)
-    return torch.where(t > 0, e * t / (e * t + (1.0 - t)), torch.zeros_like(t))
+    safe = torch.where(t > 0, t, torch.ones_like(t))
+    return torch.where(t > 0, e / (e + (1.0 / safe - 1.0)), torch.zeros_like(t))  # ComfyUI's order of operations
 
 
 def flux_mu(width: int, height: int, base_shift: float = 0.5, max_shift: float = 1.15) -> float:
@@ -302,7 +303,7 @@ class FlowDenoiser:
     """
 
     def __init__(self, model_fn: Callable[..., torch.Tensor], schedule: Optional[FlowSchedule] = None,
-                 prediction: str = "denoised", model_dtype: Optional[torch.dtype] = None):
+                 prediction: str = "denoised", model_dtype: Optional[torch.dtype] = None, levels=None):
         if prediction not in FLOW_PREDICTIONS:
             raise ValueError(f"prediction must be one of {FLOW_PREDICTIONS}, got {prediction!r}")
         if schedule is not None and not is_flow(schedule):
@@ -311,6 +312,15 @@ class FlowDenoiser:
         self.schedule = schedule
         self.prediction = prediction
         self.model_dtype = model_dtype
+        # exact flow levels (e.g. a ComfyUI SIGMAS tensor): an engine σ that is the float32/float64
+        # image of one of them hands the model that level bit for bit, not a rounded round trip
+        self._snap: dict[float, float] = {}
+        if levels is not None:
+            for s_level in torch.as_tensor(levels).flatten().tolist():
+                if 0.0 <= s_level < 1.0:
+                    big = float(flow_to_ve(s_level))
+                    self._snap[big] = s_level
+                    self._snap[float(torch.tensor(big, dtype=torch.float32))] = s_level
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device)
@@ -321,6 +331,9 @@ class FlowDenoiser:
             raise ValueError("sigma = inf (flow s = 1) cannot be represented in engine coordinates; start below "
                              "pure noise (FlowSchedule.t0_to_sigma(1.0) does)")
         s = big / (1.0 + big)
+        if self._snap:
+            s = torch.tensor([self._snap.get(v, float(w)) for v, w in zip(big.tolist(), s.tolist())],
+                             dtype=torch.float64, device=big.device)
         keep = (1.0 / (1.0 + big)).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))  # 1 − s, exactly at S = 0
         x_flow = x * keep
         s_in = s.to(sigma.dtype if sigma.is_floating_point() else torch.float32)
