@@ -14,6 +14,13 @@ cached in both). Runs are interleaved A, B, B, A, … and timed by the server's 
     .venv/bin/python bench/overhead_comfy.py --quick
     .venv/bin/python bench/overhead_comfy.py --ckpt /path/model.safetensors --comfy-dir ~/ComfyUI
     .venv/bin/python bench/overhead_comfy.py --profile  # also cProfile both paths in-process
+    .venv/bin/python bench/overhead_comfy.py --flow flux  # the same on a flow-matching (CONST) model
+
+``--flow sd3|flux|auraflow`` puts ComfyUI's ModelSamplingSD3 / ModelSamplingFlux / ModelSamplingAuraFlow in
+front of both paths (the tiny SD1.5 checkpoint becomes a CONST model; ``--flow mmdit`` uses the tiny real
+SD3-layout MMDiT checkpoint of tests/comfy/tiny_mmdit.py instead); B then samples with ComfyUI's
+flow-aware ``euler_ancestral`` (one model call per step, like A's ddpm). Both start at s = shift(0.5):
+SDEdit's t0 0.5 is ``percent_to_sigma(0.5)`` and KSampler's ``simple`` at denoise 0.5 starts there too.
 """
 
 from __future__ import annotations
@@ -52,6 +59,20 @@ def guide_image(size: int, k: int) -> np.ndarray:
     return np.clip(img.astype(int) + rng.integers(-8, 9, img.shape), 0, 255).astype(np.uint8)
 
 
+FLOW = {"sd3": ("ModelSamplingSD3", {"shift": 3.0}), "auraflow": ("ModelSamplingAuraFlow", {"shift": 1.73}),
+        "flux": ("ModelSamplingFlux", {"max_shift": 1.15, "base_shift": 0.5, "width": 1024, "height": 1024})}
+FLOW_MODE = {"patch": None, "ksampler": "ddpm"}  # set by main() from --flow
+
+
+def _model(p: dict) -> list:
+    """The MODEL both paths sample: the checkpoint's, or behind the --flow ModelSampling patch."""
+    if FLOW_MODE["patch"] is None:
+        return ["ckpt", 0]
+    cls, inputs = FLOW[FLOW_MODE["patch"]]
+    p["ms"] = {"class_type": cls, "inputs": {"model": ["ckpt", 0], **inputs}}
+    return ["ms", 0]
+
+
 def common(ckpt: str, image: str) -> dict:
     return {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
@@ -64,7 +85,7 @@ def common(ckpt: str, image: str) -> dict:
 def sdedit_prompt(ckpt, image, steps, cfg, seed) -> dict:
     p = common(ckpt, image)
     p["sdedit"] = {"class_type": "SDEdit", "inputs": {
-        "model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["ckpt", 2],
+        "model": _model(p), "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["ckpt", 2],
         "guide": ["guide", 0], "t0": T0, "steps": steps, "cfg": cfg, "sampler": "ddpm", "repeats": 1,
         "seed": seed, "mask_grow": 0, "mask_feather": 0.0, "keep_unmasked_pixels": True,
         "crop_to_mask": False, "crop_padding": 64, "crop_resolution": 512}}
@@ -76,8 +97,8 @@ def ksampler_prompt(ckpt, image, steps, cfg, seed) -> dict:
     p = common(ckpt, image)
     p["enc"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["guide", 0], "vae": ["ckpt", 2]}}
     p["sampler"] = {"class_type": "KSampler", "inputs": {
-        "model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["enc", 0],
-        "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": "ddpm", "scheduler": "simple", "denoise": T0}}
+        "model": _model(p), "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["enc", 0],
+        "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": FLOW_MODE["ksampler"], "scheduler": "simple", "denoise": T0}}
     p["dec"] = {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["ckpt", 2]}}
     p["save"] = {"class_type": "SaveImage", "inputs": {"images": ["dec", 0], "filename_prefix": "bench_ksampler"}}
     return p
@@ -160,8 +181,11 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="64² only, 20 steps")
     ap.add_argument("--profile", action="store_true", help="also cProfile both paths in-process")
     ap.add_argument("--preview", default="none", help="server --preview-method (same for both paths)")
+    ap.add_argument("--flow", choices=["sd3", "flux", "auraflow", "mmdit"], help="run on a flow-matching (CONST) model")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
+    if args.flow:
+        FLOW_MODE.update(patch=None if args.flow == "mmdit" else args.flow, ksampler="euler_ancestral")
     if args.quick:
         args.sizes, args.steps = "64", "20"
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -172,6 +196,10 @@ def main(argv=None) -> int:
         sys.exit("ComfyUI not found: pass --comfy-dir (or run bash scripts/test.sh once)")
     if args.ckpt:
         ckpt_path = Path(args.ckpt)
+    elif args.flow == "mmdit":
+        from tests.comfy import tiny_mmdit
+
+        ckpt_path = tiny_mmdit.ensure(comfy_dir)
     else:
         from tests.fixtures import tiny_sd15
 
@@ -215,14 +243,17 @@ def main(argv=None) -> int:
             server.stop()
 
     out = Path(args.out)
-    write_csv(out / "overhead_comfy.csv", rows)
-    body = [f"Checkpoint: `{ckpt_path.name}`; sampler ddpm, t0 = denoise = {T0}, previews `{args.preview}`; "
+    stem = "overhead_comfy" + (f"_flow_{args.flow}" if args.flow else "")
+    write_csv(out / f"{stem}.csv", rows)
+    flow = (f" behind {FLOW[args.flow][0]}" if args.flow in FLOW else "") + (
+        f" (flow-matching: KSampler uses {FLOW_MODE['ksampler']})" if args.flow else "")
+    body = [f"Checkpoint: `{ckpt_path.name}`{flow}; sampler ddpm, t0 = denoise = {T0}, previews `{args.preview}`; "
             "times from the server's history (execution_start → execution_success), median over interleaved pairs.",
             "", md_table(rows)]
     if args.profile:
         body += ["", "## Profile (in-process)", "",
                  profile_inprocess(str(ckpt_path), comfy_dir, max(sizes), max(steps_list), args.cfg)]
-    (out / "overhead_comfy.md").write_text(
+    (out / f"{stem}.md").write_text(
         "# SDEdit node vs core KSampler (real ComfyUI server)\n\nMachine: " + machine()
         + "\n\nCommand: `.venv/bin/python bench/overhead_comfy.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
         + "`\n\n" + "\n".join(body) + "\n")

@@ -8,6 +8,9 @@ Session fixtures (one server for the whole run; every test in this folder is mar
 
 ``comfyui_dir -> pathlib.Path``
     The ComfyUI copy (has ``main.py``).
+``tiny_sd3 -> pathlib.Path``
+    The tiny real MMDiT (SD3-layout) checkpoint of ``tests/comfy/tiny_mmdit.py`` (server name
+    ``SD3_CKPT``), generated in a subprocess on first use.
 ``tiny_models -> dict[str, pathlib.Path]``
     ``{"checkpoint", "lora", "controlnet"}``: the files of ``tests/fixtures/tiny_sd15.py``.
     In the server their names are ``CKPT``, ``LORA`` and ``CONTROLNET`` (importable from here).
@@ -74,12 +77,13 @@ from pathlib import Path
 import pytest
 
 from tests.comfy import browser as _browser
-from tests.comfy import harness
+from tests.comfy import harness, tiny_mmdit
 from tests.fixtures import tiny_sd15
 
 CKPT = tiny_sd15.CHECKPOINT_NAME
 LORA = tiny_sd15.LORA_NAME
 CONTROLNET = tiny_sd15.CONTROLNET_NAME
+SD3_CKPT = tiny_mmdit.CHECKPOINT_NAME
 UI_DATA = Path(__file__).parent / "data"
 
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
@@ -117,12 +121,18 @@ def tiny_models() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def comfy_server(comfyui_dir, tiny_models, tmp_path_factory):
+def tiny_sd3(comfyui_dir) -> Path:
+    """The tiny real MMDiT (SD3-layout) checkpoint of ``tests/comfy/tiny_mmdit.py``; name ``SD3_CKPT``."""
+    return tiny_mmdit.ensure(comfyui_dir)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfyui_dir, tiny_models, tiny_sd3, tmp_path_factory):
     base = tmp_path_factory.mktemp("comfyui-base")
     server = harness.ComfyServer(
         comfyui_dir, base,
         models={
-            "checkpoints": [tiny_models["checkpoint"]],
+            "checkpoints": [tiny_models["checkpoint"], tiny_sd3],
             "loras": [tiny_models["lora"]],
             "controlnet": [tiny_models["controlnet"]],
         },

@@ -229,3 +229,50 @@ def test_guidance_distilled_models_get_a_cfg_note_and_a_flat_drag_ramp(comfy):
         assert "FluxGuidance" in out.ui.as_dict()["text"][0]
     finally:
         del config["guidance_embed"]
+
+
+@pytest.fixture(scope="module")
+def sd3(comfy_inprocess, tiny_sd3):
+    import comfy.sd
+
+    model, clip, vae = comfy.sd.load_checkpoint_guess_config(str(tiny_sd3), output_vae=True, output_clip=True)[:3]
+    pos = clip.encode_from_tokens_scheduled(clip.tokenize("a red house"))
+    neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    return {"model": model, "vae": vae, "pos": pos, "neg": neg}
+
+
+@torch.no_grad()
+def test_the_tiny_mmdit_is_a_comfyui_sd3_flow_model_and_the_nodes_run_on_it(comfy, sd3):
+    import comfy.model_sampling as ms_mod
+
+    m = sd3["model"]
+    assert type(m.model.model_config).__name__ == "SD3"
+    ms = m.get_model_object("model_sampling")
+    assert isinstance(ms, ms_mod.CONST) and ms.shift == 3.0
+    assert sd3["pos"][0][0].shape[-1] == 4096 and sd3["pos"][0][1]["pooled_output"].shape[-1] == 2048
+    b = comfy["backend"]
+    schedule = b.model_schedule(m)
+    assert schedule.t0_to_flow_sigma(0.5) == ms.percent_to_sigma(0.5) == 0.75
+    guide = _guide()
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 8:40, 16:48] = 1.0
+    out = comfy["sdedit"].execute(m, sd3["pos"], sd3["neg"], sd3["vae"], guide, t0=0.5, steps=3, cfg=2.0,
+                                  sampler="dpmpp_2m_sde", repeats=1, seed=0, mask=mask, mask_grow=0, mask_feather=0.0)
+    image, latent = out.args
+    assert latent["samples"].shape == (1, 16, 8, 8)
+    assert torch.equal(image[:, mask[0] == 0], guide[:, mask[0] == 0])
+    assert float((image[:, mask[0] > 0] - guide[:, mask[0] > 0]).abs().mean()) > 0.01
+    # Cycle-SDE through the MMDiT guider reconstructs its latent
+    from comfyui_sdedit.sdedit_engine.core.cycle import cycle_reconstruct, cycle_sigmas
+
+    lat = sd3["vae"].encode(guide)
+    levels = cycle_sigmas(schedule, 0.6, 12)
+    res = {}
+
+    def algorithm(den, x, report):
+        res["rec"] = cycle_reconstruct(den, x, levels, seed=1)
+        return res["rec"]
+
+    b.run_engine_loop(m, sd3["pos"], sd3["neg"], lat, cfg=2.0, sigmas=levels, algorithm=algorithm, total_steps=24, seed=1)
+    inner = m.model.process_latent_in(lat)
+    assert float((res["rec"].cpu() - inner).norm() / inner.norm()) < 1e-4
