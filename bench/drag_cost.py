@@ -23,14 +23,14 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
-from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
-
 import argparse
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -121,8 +121,9 @@ def main(argv=None) -> int:
             evals[0] = 0
             t = time.perf_counter()
             with torch.no_grad():
-                sde_drag(den, x, pair, radius=max(1, min(5, size // 8)), t0=T0, steps=steps, step_size=2.0, seed=0,
-                         extra_args=cond, extra_args_fn=lambda i: {"guidance_scale": ramp[i]})
+                sde_drag(den, x, pair, radius=max(1, min(5, size // 8)), t0=T0, steps=steps,  # noqa: B023 (called
+                         step_size=2.0, seed=0, extra_args=cond,  # noqa: B023 (in this iteration)
+                         extra_args_fn=lambda i: {"guidance_scale": ramp[i]})
             return time.perf_counter() - t, den.calls, evals[0]
 
         one(steps_list[-1])  # warm-up

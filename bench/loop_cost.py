@@ -11,13 +11,13 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
-from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
-
 import argparse
 import time
 from pathlib import Path
 
 import torch
+
+from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
 
 
 def make_runs(steps: int, latent: int):

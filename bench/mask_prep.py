@@ -14,14 +14,13 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
-from bench._common import RESULTS, machine, md_table, median, write_csv  # noqa: E402
-
 import argparse  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from bench._common import RESULTS, machine, md_table, median, write_csv  # noqa: E402
 from sdedit_engine.core import framing  # noqa: E402
 from sdedit_engine.io import imaging  # noqa: E402
 
@@ -89,9 +88,9 @@ def main(argv=None) -> int:
     t, _ = timed(lambda: imaging.from_bhwc(imaging.to_bhwc(g)).contiguous())
     rows.append({"step": "BCHW -> BHWC -> BCHW", "seconds": t, "note": ""})
     for label, padding in (("crop_padding 64", 64), ("no crop", None)):
-        t, before = timed(lambda: pipeline_before(g, m, 8, 8.0, padding))
+        t, before = timed(lambda: pipeline_before(g, m, 8, 8.0, padding))  # noqa: B023 (runs now)
         rows.append({"step": f"pipeline framing before ({label}): whole-image grow + feather", "seconds": t, "note": ""})
-        t, now = timed(lambda: pipeline_now(g, m, 8, 8.0, padding))
+        t, now = timed(lambda: pipeline_now(g, m, 8, 8.0, padding))  # noqa: B023 (runs now)
         rows.append({"step": f"pipeline framing now ({label}): core.framing, windowed", "seconds": t,
                      "note": f"same latent mask: {torch.equal(before, now)}"})
     out = _Path(args.out)

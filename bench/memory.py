@@ -16,8 +16,6 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
-from bench._common import RESULTS, log, machine, md_table, write_csv  # noqa: E402
-
 import argparse
 import json
 import resource
@@ -25,6 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench._common import RESULTS, log, machine, md_table, write_csv  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -19,8 +19,6 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
-from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
-
 import argparse
 import cProfile
 import io
@@ -30,6 +28,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

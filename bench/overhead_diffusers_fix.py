@@ -14,11 +14,10 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
-from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
-
 import argparse  # noqa: E402
 import time  # noqa: E402
 
+from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
 from bench.overhead_diffusers import image, load, make_runs  # noqa: E402
 
 

@@ -14,12 +14,12 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
-from bench._common import RESULTS, machine, md_table, median, write_csv  # noqa: E402
-
 import sys  # noqa: E402
 import timeit  # noqa: E402
 
 import torch  # noqa: E402
+
+from bench._common import RESULTS, machine, md_table, median, write_csv  # noqa: E402
 
 
 def per_access_ms(fn, number):

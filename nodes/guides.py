@@ -43,10 +43,16 @@ class SDEditStrokeGuide(SDEditNode):
             ),
             inputs=[
                 io.Image.Input("base", tooltip="The photo or image to edit."),
-                io.Image.Input("strokes", tooltip="The stroke layer, same size as base: an RGBA image (alpha = strokes), or RGB with stroke_mask, or the base with strokes painted over it."),
-                io.Mask.Input("stroke_mask", optional=True, tooltip="Where the strokes are (1 = stroke), when the stroke image has no alpha. Note: LoadImage's MASK is 1 where the image is transparent, so invert it first for a stroke layer. An all-zero mask (LoadImage's for images without transparency) counts as no mask."),
+                io.Image.Input("strokes", tooltip="The stroke layer, same size as base: an RGBA image (alpha = strokes), "
+                               "or RGB with stroke_mask, or the base with strokes painted over it."),
+                io.Mask.Input("stroke_mask", optional=True, tooltip=(
+                    "Where the strokes are (1 = stroke), when the stroke image has no alpha. Note: LoadImage's MASK "
+                    "is 1 where the image is transparent, so invert it first for a stroke layer. An all-zero mask "
+                    "(LoadImage's for images without transparency) counts as no mask.")),
                 build("grow", default=16, tooltip="Grow the stroke mask by this many pixels, so the edit reaches a little beyond the strokes."),
-                io.Float.Input("threshold", default=0.02, min=0.0, max=1.0, step=0.005, tooltip="When neither alpha nor stroke_mask is given: how much a pixel must differ from the base to count as a stroke."),
+                io.Float.Input("threshold", default=0.02, min=0.0, max=1.0, step=0.005, tooltip=(
+                    "When neither alpha nor stroke_mask is given: how much a pixel must differ from the base to "
+                    "count as a stroke.")),
             ],
             outputs=[
                 io.Image.Output("GUIDE", display_name="guide", tooltip="Base with the strokes laid over it."),

@@ -11,7 +11,6 @@ from PIL import Image
 
 from tests.fixtures.tiny_diffusers import tiny_sd_path  # noqa: E402
 
-
 FAST = ["--steps", "3", "--radius", "2", "-q"]
 
 

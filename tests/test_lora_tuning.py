@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from sdedit_engine.core.samplers import SamplingCancelled
 from sdedit_engine.pipelines.lora_tuning import check_tuning_options, lora_scale_ramp, tune_lora, tuning_losses
 from sdedit_engine.pipelines.pipeline import SDEditPipeline
-from sdedit_engine.core.samplers import SamplingCancelled
 from tests.fixtures.tiny_diffusers import tiny_lora_path, tiny_sd_path
 
 

@@ -10,13 +10,18 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.fixtures.tiny_diffusers import (  # noqa: E402
-    pickle_checkpoint, tiny_controlnet_path, tiny_lora_path, tiny_sd_path, tiny_sdxl_path, tiny_single_file_path)
-
+from sdedit_engine.core.samplers import SamplingCancelled  # noqa: E402
 from sdedit_engine.io.imaging import ImageError  # noqa: E402
 from sdedit_engine.pipelines.loading import ModelLoadError, PickleCheckpointError  # noqa: E402
 from sdedit_engine.pipelines.pipeline import SDEditOutput, SDEditPipeline  # noqa: E402
-from sdedit_engine.core.samplers import SamplingCancelled  # noqa: E402
+from tests.fixtures.tiny_diffusers import (  # noqa: E402
+    pickle_checkpoint,
+    tiny_controlnet_path,
+    tiny_lora_path,
+    tiny_sd_path,
+    tiny_sdxl_path,
+    tiny_single_file_path,
+)
 
 KW = dict(t0=0.6, steps=4, progress=False)
 

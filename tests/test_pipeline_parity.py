@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from tests.fixtures.tiny_diffusers import tiny_sd_path  # noqa: E402
-
-from sdedit_engine.pipelines.pipeline import SDEditPipeline  # noqa: E402
 from sdedit_engine.core.samplers import get_sampler  # noqa: E402
+from sdedit_engine.pipelines.pipeline import SDEditPipeline  # noqa: E402
+from tests.fixtures.tiny_diffusers import tiny_sd_path  # noqa: E402
 
 PARITY_TOL = 1e-4
 

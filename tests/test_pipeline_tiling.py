@@ -7,12 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.cli_helpers import one_error_line, run
-from tests.fixtures.tiny_diffusers import tiny_controlnet_path, tiny_sd_path, tiny_sdxl_path
-
+from sdedit_engine.core.tiling import tile_regions, tile_starts
 from sdedit_engine.pipelines.pipeline import SDEditPipeline
 from sdedit_engine.pipelines.text import tile_time_ids
-from sdedit_engine.core.tiling import tile_regions, tile_starts
+from tests.cli_helpers import one_error_line, run
+from tests.fixtures.tiny_diffusers import tiny_controlnet_path, tiny_sd_path, tiny_sdxl_path
 
 KW = dict(prompt="a red barn", t0=0.5, steps=3, seed=0, progress=False, output_type="pt")
 

@@ -33,7 +33,7 @@ from typing import Sequence
 import torch
 
 from .flow import is_flow
-from .schedules import DiscreteSchedule, check_steps, check_t0
+from .schedules import check_steps, check_t0
 
 COMFY_SCHEDULERS: tuple[str, ...] = ("simple", "normal", "sgm_uniform", "karras", "beta")
 

@@ -156,7 +156,7 @@ def tune_lora(pipe, image, prompt: str = "", *, steps: int = 100, rank: int = 16
     tuned = TunedLoRA(unet, adapter_name, rank, previous_adapters=previous)
     params = [p for n, p in unet.named_parameters() if f".{adapter_name}." in n and "lora_" in n]
     frozen = {n: p.requires_grad for n, p in unet.named_parameters()}
-    for n, p in unet.named_parameters():
+    for p in unet.parameters():
         p.requires_grad_(any(p is q for q in params))
     if not params:
         tuned.remove()
