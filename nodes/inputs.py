@@ -65,42 +65,144 @@ POINTS_TOOLTIP = (
 # single fields (default, tooltip, bounds) through build(name, **overrides).
 SPECS: dict[str, tuple[Any, dict[str, Any]]] = {
     # models and conditioning
-    "model": (io.Model, {"tooltip": "The diffusion model (SD1.x, SD2.x incl. v-prediction, SDXL); LoRAs and patches applied upstream are used."}),
-    "positive": (io.Conditioning, {"tooltip": "What the edited image should show (ControlNet applied to it is honoured)."}),
+    "model": (io.Model, {
+        "tooltip": (
+            "The diffusion model (SD1.x, SD2.x incl. v-prediction, SDXL); LoRAs and patches applied upstream "
+            "are used."
+        ),
+    }),
+    "positive": (io.Conditioning, {
+        "tooltip": (
+            "What the edited image should show (ControlNet applied to it is honoured)."
+        ),
+    }),
     "negative": (io.Conditioning, {"tooltip": "What to steer away from (used when cfg > 1)."}),
     "vae": (io.Vae, {"tooltip": "The VAE that encodes the image and decodes the result."}),
     # images and masks
-    "guide": (io.Image, {"tooltip": "The guide: a stroke painting, a photo with strokes, or a composite. RGBA: the alpha channel is ignored. Sizes are padded to a multiple of 8 and cropped back."}),
+    "guide": (io.Image, {
+        "tooltip": (
+            "The guide: a stroke painting, a photo with strokes, or a composite. RGBA: the alpha channel is "
+            "ignored. Sizes are padded to a multiple of 8 and cropped back."
+        ),
+    }),
     "image": (io.Image, {"tooltip": "The image to edit. RGBA: alpha is ignored."}),
-    "mask": (io.Mask, {"optional": True, "tooltip": "Optional editable area (1 = edit, 0 = keep). Must match the image's size; one mask for the batch or one per image. Leave unconnected to edit the whole image."}),
-    "mask_grow": (io.Int, {"default": 8, "min": 0, "max": 256, "tooltip": "Grow the mask by this many pixels before editing, so the edit can blend into its surroundings."}),
-    "mask_feather": (io.Float, {"default": 8.0, "min": 0.0, "max": 128.0, "step": 0.5, "tooltip": "Soften the mask edge over about this many pixels (hides seams)."}),
-    "keep_unmasked_pixels": (io.Boolean, {"default": True, "tooltip": "Paste the original back outside the (feathered) mask after decoding, so unmasked pixels are bit-identical to the input (the VAE round trip would otherwise alter them)."}),
-    "crop_to_mask": (io.Boolean, {"default": False, "tooltip": "Edit only the mask's bounding box (plus padding) at the working resolution and stitch it back: the cost follows the mask, not the image. Needs a mask."}),
-    "crop_padding": (io.Int, {"default": 64, "min": 0, "max": 1024, "tooltip": "Context around the mask's bounding box, in pixels, when cropping."}),
-    "crop_resolution": (io.Int, {"default": 512, "min": 64, "max": 4096, "step": 8, "tooltip": "Working resolution (long side) of the cropped region: 512 for SD1.x, 1024 for SDXL."}),
-    "grow": (io.Int, {"default": 8, "min": 0, "max": 512, "tooltip": "Grow the mask by this many pixels, so the seam is re-synthesised too."}),
+    "mask": (io.Mask, {"optional": True,
+        "tooltip": (
+            "Optional editable area (1 = edit, 0 = keep). Must match the image's size; one mask for the batch"
+            " or one per image. Leave unconnected to edit the whole image."
+        ),
+    }),
+    "mask_grow": (io.Int, {"default": 8, "min": 0, "max": 256,
+        "tooltip": (
+            "Grow the mask by this many pixels before editing, so the edit can blend into its surroundings."
+        ),
+    }),
+    "mask_feather": (io.Float, {"default": 8.0, "min": 0.0, "max": 128.0, "step": 0.5,
+        "tooltip": (
+            "Soften the mask edge over about this many pixels (hides seams)."
+        ),
+    }),
+    "keep_unmasked_pixels": (io.Boolean, {"default": True,
+        "tooltip": (
+            "Paste the original back outside the (feathered) mask after decoding, so unmasked pixels are bit-"
+            "identical to the input (the VAE round trip would otherwise alter them)."
+        ),
+    }),
+    "crop_to_mask": (io.Boolean, {"default": False,
+        "tooltip": (
+            "Edit only the mask's bounding box (plus padding) at the working resolution and stitch it back: "
+            "the cost follows the mask, not the image. Needs a mask."
+        ),
+    }),
+    "crop_padding": (io.Int, {"default": 64, "min": 0, "max": 1024,
+        "tooltip": (
+            "Context around the mask's bounding box, in pixels, when cropping."
+        ),
+    }),
+    "crop_resolution": (io.Int, {"default": 512, "min": 64, "max": 4096, "step": 8,
+        "tooltip": (
+            "Working resolution (long side) of the cropped region: 512 for SD1.x, 1024 for SDXL."
+        ),
+    }),
+    "grow": (io.Int, {"default": 8, "min": 0, "max": 512,
+        "tooltip": (
+            "Grow the mask by this many pixels, so the seam is re-synthesised too."
+        ),
+    }),
     # sampling
     "t0": (io.Float, {"default": 0.5, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": T0_TOOLTIP}),
-    "steps": (io.Int, {"default": 20, "min": 1, "max": 1000, "tooltip": "Solver steps from the noise level t0 down to 0 (model calls per repeat). t0*1000 steps with ddpm reproduces the paper's loop exactly."}),
-    "cfg": (io.Float, {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance scale; 1 disables the negative prompt (and halves the cost)."}),
+    "steps": (io.Int, {"default": 20, "min": 1, "max": 1000,
+        "tooltip": (
+            "Solver steps from the noise level t0 down to 0 (model calls per repeat). t0*1000 steps with ddpm"
+            " reproduces the paper's loop exactly."
+        ),
+    }),
+    "cfg": (io.Float, {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+        "tooltip": (
+            "Classifier-free guidance scale; 1 disables the negative prompt (and halves the cost)."
+        ),
+    }),
     "sampler": (io.Combo, {"options": list(SAMPLER_NAMES), "default": "dpmpp_2m_sde", "tooltip": SAMPLER_TOOLTIP}),
-    "repeats": (io.Int, {"default": 1, "min": 1, "max": 10, "tooltip": "K: re-noise the result to t0 and solve again, K times in all. Each repeat adds realism and costs another 'steps' model calls."}),
-    "seed": (io.Int, {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True, "tooltip": "Noise seed. Image i of a batch uses seed+i, so a result never depends on the batch or the device."}),
-    "spacing": (io.Combo, {"options": list(SPACINGS), "default": "uniform", "tooltip": "Spacing of the steps between t0 and 0: uniform in timestep (paper) or karras (more steps at low noise)."}),
-    "known_noise": (io.Combo, {"options": list(KNOWN_NOISE_MODES), "default": "fresh", "tooltip": "Noise for re-noising the kept area at each step: fresh (default) or one fixed tensor per repeat (the official code and ComfyUI's inpainting)."}),
+    "repeats": (io.Int, {"default": 1, "min": 1, "max": 10,
+        "tooltip": (
+            "K: re-noise the result to t0 and solve again, K times in all. Each repeat adds realism and costs"
+            " another 'steps' model calls."
+        ),
+    }),
+    "seed": (io.Int, {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
+        "tooltip": (
+            "Noise seed. Image i of a batch uses seed+i, so a result never depends on the batch or the "
+            "device."
+        ),
+    }),
+    "spacing": (io.Combo, {"options": list(SPACINGS), "default": "uniform",
+        "tooltip": (
+            "Spacing of the steps between t0 and 0: uniform in timestep (paper) or karras (more steps at low "
+            "noise)."
+        ),
+    }),
+    "known_noise": (io.Combo, {"options": list(KNOWN_NOISE_MODES), "default": "fresh",
+        "tooltip": (
+            "Noise for re-noising the kept area at each step: fresh (default) or one fixed tensor per repeat "
+            "(the official code and ComfyUI's inpainting)."
+        ),
+    }),
     "t0_scale": (io.Combo, {"options": list(T0_SCALES), "default": "model", "optional": True, "tooltip": T0_SCALE_TOOLTIP}),
-    "mode": (io.Combo, {"options": ["sde", "ode"], "default": "sde", "tooltip": "sde: the stochastic solver (the paper's choice). ode: its deterministic twin, for comparison."}),
+    "mode": (io.Combo, {"options": ["sde", "ode"], "default": "sde",
+        "tooltip": (
+            "sde: the stochastic solver (the paper's choice). ode: its deterministic twin, for comparison."
+        ),
+    }),
     # two-prompt editing (DiffEdit)
     "source": (io.Conditioning, {"tooltip": "Prompt describing the image as it is (e.g. 'a bowl of fruits')."}),
     "target": (io.Conditioning, {"tooltip": "Prompt describing the wanted result (e.g. 'a bowl of bananas')."}),
-    "mask_threshold": (io.Float, {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Automatic mask only: threshold on the normalised prompt disagreement."}),
+    "mask_threshold": (io.Float, {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
+        "tooltip": (
+            "Automatic mask only: threshold on the normalised prompt disagreement."
+        ),
+    }),
     # dragging (SDE-Drag)
     "points": (io.String, {"default": "[]", "multiline": True, "tooltip": POINTS_TOOLTIP}),
-    "step_size": (io.Float, {"default": 2.0, "min": 0.5, "max": 64.0, "step": 0.5, "tooltip": "Latent pixels moved per drag iteration (2 = 16 image pixels). Longer drags take more iterations."}),
-    "patch_radius": (io.Int, {"default": 5, "min": 1, "max": 32, "tooltip": "Half-size of the copied latent patch (5 = 10x10 latent = 80x80 pixels)."}),
-    "beta": (io.Float, {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "How much of the source's content stays where it was (the rest is replaced by noise)."}),
-    "alpha": (io.Float, {"default": 1.1, "min": 0.5, "max": 2.0, "step": 0.05, "tooltip": "Amplification of the pasted patch at the target."}),
+    "step_size": (io.Float, {"default": 2.0, "min": 0.5, "max": 64.0, "step": 0.5,
+        "tooltip": (
+            "Latent pixels moved per drag iteration (2 = 16 image pixels). Longer drags take more iterations."
+        ),
+    }),
+    "patch_radius": (io.Int, {"default": 5, "min": 1, "max": 32,
+        "tooltip": (
+            "Half-size of the copied latent patch (5 = 10x10 latent = 80x80 pixels)."
+        ),
+    }),
+    "beta": (io.Float, {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.05,
+        "tooltip": (
+            "How much of the source's content stays where it was (the rest is replaced by noise)."
+        ),
+    }),
+    "alpha": (io.Float, {"default": 1.1, "min": 0.5, "max": 2.0, "step": 0.05,
+        "tooltip": (
+            "Amplification of the pasted patch at the target."
+        ),
+    }),
 }
 
 

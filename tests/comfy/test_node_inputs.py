@@ -32,7 +32,8 @@ def _stroke_guide(server, prefix, threshold):
     p = sdedit.base_prompt(server, guide=base, seed=51, prefix=prefix)
     p["base"] = {"class_type": "LoadImage", "inputs": {"image": server.upload_image(base)}}
     p["strokes"] = {"class_type": "LoadImage", "inputs": {"image": server.upload_image(strokes)}}
-    p["sg"] = {"class_type": "SDEditStrokeGuide", "inputs": {"base": ["base", 0], "strokes": ["strokes", 0], "grow": 2, "threshold": threshold}}
+    p["sg"] = {"class_type": "SDEditStrokeGuide",
+               "inputs": {"base": ["base", 0], "strokes": ["strokes", 0], "grow": 2, "threshold": threshold}}
     p["sdedit"]["inputs"].update({"guide": ["sg", 0], "mask": ["sg", 1]})
     return p
 
@@ -52,7 +53,9 @@ CASES = [
     ("SDE Inpaint cfg", lambda s, px: family.inpaint_prompt(s, "sde", prefix=px, cfg=NAN), "cfg: must be a finite number in [0, 100], got nan"),
     ("SDE Inpaint mask_feather", lambda s, px: family.inpaint_prompt(s, "sde", prefix=px, mask_feather=NAN), "mask_feather: must be a finite number"),
     ("DiffEdit cfg", lambda s, px: family.i2i_prompt(s, "sde", prefix=px, cfg=NAN), "cfg: must be a finite number in [0, 100], got nan"),
-    ("DiffEdit mask_threshold", lambda s, px: family.i2i_prompt(s, "sde", prefix=px, with_mask=False, mask_threshold=NAN), "mask_threshold: must be a finite number in [0, 1], got nan"),
+    ("DiffEdit mask_threshold",
+     lambda s, px: family.i2i_prompt(s, "sde", prefix=px, with_mask=False, mask_threshold=NAN),
+     "mask_threshold: must be a finite number in [0, 1], got nan"),
     ("DiffEdit t0", lambda s, px: family.i2i_prompt(s, "sde", prefix=px, t0=NAN), "t0: must be a finite number"),
     ("Drag step_size", lambda s, px: family.drag_prompt(s, prefix=px, step_size=NAN), "step_size: must be a finite number in [0.5, 64], got nan"),
     ("Drag cfg", lambda s, px: family.drag_prompt(s, prefix=px, cfg=NAN), "cfg: must be a finite number in [1, 30], got nan"),
@@ -78,7 +81,6 @@ def test_every_float_input_of_every_node_is_checked_before_the_node_runs(comfy_i
     that names it, before the node touches its other (here: absent) inputs."""
     harness.import_pack()
     from comfy_api.v0_0_2 import io
-
     from comfyui_sdedit.nodes import NODES
     from comfyui_sdedit.nodes.inputs import SDEditNode
 
