@@ -12,13 +12,21 @@
 // (a loaded workflow, a hand edit, KJNodes-style flat point lists) and draws it.
 //
 // Geometry: the image is drawn "contain"-fitted and centred in the canvas; a click in image cell
-// (i, j) gives the point (i, j) (floor of the image coordinate).
+// (i, j) gives the point (i, j) (floor of the image coordinate). Pairs with a point outside the
+// current image are not drawn; a hint over the image says how many there are.
+//
+// Redraws follow the events that change what is shown: a new `points` value (any writer: a click,
+// a hand edit, a loaded workflow, another extension), a changed connection, a graph change
+// (api "graphChanged": e.g. another file picked in Load Image) or a finished run (api "executed"),
+// the image loading, and a resize. The litegraph redraw hook (classic renderer) and a slow timer
+// only back these up: the Nodes 2.0 (Vue) renderer never calls the redraw hook.
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const NODE_TYPE = "SDEditDrag";
 const HIT_RADIUS = 9; // canvas px around a point that grab it
+const FALLBACK_MS = 1000; // safety-net poll for changes that announce themselves nowhere
 const COLOR = { source: "#ff2d2d", target: "#2d6bff", arrow: "#ffffff" };
 
 // Pairs from the `points` text: the formats the node accepts (see POINTS_TOOLTIP in the node).
@@ -63,6 +71,20 @@ function viewUrl(value) {
   return api.apiURL(`/view?${q}`);
 }
 
+// Call `after()` whenever `widget.value` is assigned, keeping the widget's own storage (a plain data
+// property in older frontends, an accessor in newer ones). False if the property cannot be wrapped.
+function onValueSet(widget, after) {
+  let owner = widget, desc = null;
+  while (owner && !(desc = Object.getOwnPropertyDescriptor(owner, "value"))) owner = Object.getPrototypeOf(owner);
+  if (desc && owner === widget && !desc.configurable) return false;
+  if (desc && desc.get && !desc.set) return false; // read-only: nothing assigns it
+  let stored = desc && !desc.get ? desc.value : undefined;
+  const get = desc?.get ? function () { return desc.get.call(this); } : function () { return stored; };
+  const set = desc?.set ? function (v) { desc.set.call(this, v); after(); } : function (v) { stored = v; after(); };
+  Object.defineProperty(widget, "value", { get, set, configurable: true, enumerable: true });
+  return true;
+}
+
 // The URL of the image that reaches `node`'s `image` input, or null.
 function upstreamImageUrl(node) {
   let cur = node, slot = node.findInputSlot("image");
@@ -82,7 +104,8 @@ function upstreamImageUrl(node) {
 class PointEditor {
   constructor(node, pointsWidget) {
     this.node = node;
-    this.points = pointsWidget;
+    this.fallbackWidget = pointsWidget;
+    this.hooked = null; // the widget object whose `value` setter calls soon()
     this.pairs = []; // [{source: [x, y], target: [x, y]}] in image pixels
     this.pending = null; // a source waiting for its target
     this.grab = null; // {pair, key} while dragging a point
@@ -110,13 +133,27 @@ class PointEditor {
     c.addEventListener("contextmenu", (e) => this.onContextMenu(e));
     this.resizeObserver = new ResizeObserver(() => this.draw());
     this.resizeObserver.observe(c);
-    // Redraws of the litegraph canvas call tick(); this timer covers renderers that do not
-    // (e.g. the Vue node renderer) and images that change while the canvas is idle.
-    this.timer = setInterval(() => { if (this.element.isConnected) this.tick(); }, 500);
+    // Event-driven updates (see the top of the file); tick() is cheap when nothing changed.
+    this.soon = () => { if (!this.queued) { this.queued = true; queueMicrotask(() => { this.queued = false; this.tick(); }); } };
+    this.hookPoints();
+    for (const ev of ["graphChanged", "executed"]) api.addEventListener(ev, this.soon);
+    this.timer = setInterval(() => { if (this.element.isConnected) this.tick(); }, FALLBACK_MS);
+  }
+
+  // The node's current `points` widget: frontends may replace the widget objects after
+  // onNodeCreated (e.g. with reactive copies), so it is looked up, not kept.
+  get points() {
+    return this.node.widgets?.find((w) => w.name === "points") ?? this.fallbackWidget;
+  }
+
+  hookPoints() {
+    const w = this.points;
+    if (w !== this.hooked && onValueSet(w, this.soon)) this.hooked = w;
   }
 
   dispose() {
     this.resizeObserver.disconnect();
+    for (const ev of ["graphChanged", "executed"]) api.removeEventListener(ev, this.soon);
     clearInterval(this.timer);
   }
 
@@ -132,6 +169,7 @@ class PointEditor {
   // Called on every canvas redraw of the node: picks up a new image or a new `points` value.
   tick() {
     if (!this.node.graph) return; // removed, or not added yet
+    this.hookPoints();
     const url = upstreamImageUrl(this.node);
     if (url !== this.url) {
       this.url = url;
@@ -295,15 +333,30 @@ class PointEditor {
     ctx.imageSmoothingEnabled = f.s < 1;
     ctx.drawImage(this.img, f.ox, f.oy, f.iw * f.s, f.ih * f.s);
     const r = Math.max(3, Math.min(6, f.s * 2));
-    this.pairs.forEach((p) => this.arrow(ctx, this.toCanvas(p.source), this.toCanvas(p.target), r));
-    this.pairs.forEach((p, i) => {
+    const inside = (p) => p[0] >= 0 && p[1] >= 0 && p[0] < f.iw && p[1] < f.ih;
+    const shown = this.pairs.map((p, i) => [p, i]).filter(([p]) => inside(p.source) && inside(p.target));
+    this.outside = n - shown.length;
+    shown.forEach(([p]) => this.arrow(ctx, this.toCanvas(p.source), this.toCanvas(p.target), r));
+    shown.forEach(([p, i]) => {
       this.dot(ctx, this.toCanvas(p.source), r, COLOR.source, String(i + 1));
       this.dot(ctx, this.toCanvas(p.target), r, COLOR.target);
     });
     if (this.pending) this.dot(ctx, this.toCanvas(this.pending), r, COLOR.source, "?");
+    if (this.outside) this.banner(ctx, cw, `${this.outside} of ${n} pair${n === 1 ? "" : "s"} outside this ${f.iw}×${f.ih} image: Clear, or edit points`);
     const hint = this.pending ? "now click the target" : "click a source point";
+    const count = `${n} pair${n === 1 ? "" : "s"}` + (this.outside ? ` (${this.outside} outside the image)` : "");
     this.status.textContent = this.error ? `points: ${this.error} (clicking starts over)`
-      : `${f.iw}×${f.ih} · ${n} pair${n === 1 ? "" : "s"} · ${hint}`;
+      : `${f.iw}×${f.ih} · ${count} · ${hint}`;
+  }
+
+  // A line of text on a dark band across the top of the canvas.
+  banner(ctx, cw, text) {
+    ctx.font = "12px sans-serif";
+    ctx.textAlign = "center";
+    ctx.fillStyle = "rgba(0, 0, 0, 0.7)";
+    ctx.fillRect(0, 0, cw, 20);
+    ctx.fillStyle = "#ffcf4d";
+    ctx.fillText(text, cw / 2, 14, cw - 8);
   }
 
   dot(ctx, [x, y], r, color, label) {
@@ -366,6 +419,13 @@ app.registerExtension({
       this.sdeditPointEditor = editor;
       const [w, h] = this.computeSize();
       this.setSize([Math.max(this.size[0], 340), Math.max(this.size[1], h)]);
+      return r;
+    };
+
+    const onConnectionsChange = nodeType.prototype.onConnectionsChange;
+    nodeType.prototype.onConnectionsChange = function () {
+      const r = onConnectionsChange?.apply(this, arguments);
+      this.sdeditPointEditor?.soon();
       return r;
     };
 
