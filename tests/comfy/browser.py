@@ -35,6 +35,8 @@ BENIGN_CONSOLE: tuple = (
     "net::ERR_INTERNET_DISCONNECTED",
     "net::ERR_NAME_NOT_RESOLVED",
     "net::ERR_CONNECTION_REFUSED",
+    # newer frontends ask for /api/jobs, which ComfyUI 0.3.75 does not have yet (queue/history still work)
+    ("JobsApiError: Failed to fetch jobs: 404",),
     # frontend 1.32.9 at first page load: useRenderModeSetting sets a setting whose definition is
     # not registered yet -> onChange(undefined) (the settings store, not a custom node)
     ("TypeError: Cannot read properties of undefined (reading 'id')", "at onChange", "GraphView-"),
@@ -235,7 +237,7 @@ class Page:
                 v = self.evaluate(expression, timeout=10)
                 if v:
                     return v
-            except CDPError as e:  # page still loading
+            except (CDPError, TimeoutError) as e:  # page still loading (or too busy parsing to answer)
                 last_err = e
             time.sleep(poll)
         raise TimeoutError(f"timed out waiting for {expression!r} (last error: {last_err})")
@@ -328,9 +330,13 @@ _WRAP_API_JS = r"""
 class ComfyFrontend:
     """A tab showing the ComfyUI page of ``server`` (a :class:`~tests.comfy.harness.ComfyServer`)."""
 
-    def __init__(self, browser: Browser, server, load_timeout: float = 90):
+    def __init__(self, browser: Browser, server, load_timeout: float = 300):
         self.browser, self.server = browser, server
         self._loaded_ids: list[str] | None = None
+        self.renderer = getattr(server, "renderer", None)
+        if self.renderer is not None:  # before the page reads its settings
+            server.post_json("/settings/Comfy.VueNodes.Enabled", self.renderer == "vue")
+        server.post_json("/settings/Comfy.TutorialCompleted", True)  # no templates dialog over the canvas
         self.page = browser.new_page()
         self.page.navigate(server.url)
         # window.app is set before the frontend opens its startup workflow (previous, default or,

@@ -32,9 +32,14 @@ Session fixtures (one server for the whole run; every test in this folder is mar
 
 Function fixtures:
 
+``ui_server -> UiServer`` (session, parametrized)
+    The server of a browser test with the renderer its pages use: ComfyUI's pinned frontend
+    (classic), and the newest ``comfyui-frontend-package`` (``comfy_server_newest``, a second server
+    with ``--front-end-root``) in the classic and the Nodes 2.0 (Vue) renderer. A test that uses it
+    (or ``run_ui``) runs in each; upload to and read from ``ui_server``, not ``comfy_server``.
 ``run_ui(workflow: dict, replacements: dict | None = None, timeout=180) -> history entry``
     Runs a UI-format workflow through the real frontend (``app.loadGraphData`` +
-    ``app.queuePrompt(0)``) on ``comfy_server`` and fails on browser console errors.
+    ``app.queuePrompt(0)``) on ``ui_server`` and fails on browser console errors.
     ``replacements = {node_id_or_title_or_type: {widget_name: value}}``.
 ``comfy_inprocess -> pathlib.Path``
     Puts the ComfyUI copy first on ``sys.path`` so ``import comfy.samplers``,
@@ -155,11 +160,84 @@ def comfy_browser():
         b.close()
 
 
+@pytest.fixture(scope="session")
+def comfy_server_newest(comfyui_dir, tiny_models, tmp_path_factory):
+    """A second server that serves the newest frontend (``--front-end-root``, see harness.newest_frontend_root)."""
+    root = harness.newest_frontend_root()
+    if root is None:
+        _missing(f"comfyui-frontend-package {harness.NEWEST_FRONTEND_VERSION} is not unzipped in the test cache")
+    server = harness.ComfyServer(
+        comfyui_dir, tmp_path_factory.mktemp("comfyui-base-newest-frontend"),
+        models={"checkpoints": [tiny_models["checkpoint"]], "loras": [tiny_models["lora"]],
+                "controlnet": [tiny_models["controlnet"]]},
+        extra_args=["--front-end-root", str(root)],
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# The frontends the browser tests run in: the one ComfyUI 0.3.75 pins (classic litegraph canvas; its
+# Vue node renderer predates the Nodes 2.0 setting), and the newest one in both renderers.
+UI_VARIANTS = [("pinned", "classic"), ("newest", "classic"), ("newest", "vue")]
+
+
+class UiServer:
+    """A :class:`harness.ComfyServer` plus the renderer its pages use (``classic`` or ``vue`` = the
+    Nodes 2.0 setting ``Comfy.VueNodes.Enabled``); everything else is the server's."""
+
+    def __init__(self, server, frontend: str, renderer: str):
+        self._server, self.frontend, self.renderer = server, frontend, renderer
+
+    def __getattr__(self, name):
+        return getattr(self._server, name)
+
+    def __repr__(self):
+        return f"UiServer({self.frontend}, {self.renderer})"
+
+
+@pytest.fixture(scope="session", params=UI_VARIANTS, ids=[f"{f}-{r}" for f, r in UI_VARIANTS])
+def ui_server(request):
+    """The server (and renderer) of a browser test; tests using it run once per :data:`UI_VARIANTS`."""
+    frontend, renderer = request.param
+    server = request.getfixturevalue("comfy_server" if frontend == "pinned" else "comfy_server_newest")
+    return UiServer(server, frontend, renderer)
+
+
+@pytest.fixture(scope="session")
+def _ui_pages():
+    pages: dict = {}
+    yield pages
+    for fe in pages.values():
+        fe.close()
+
+
 @pytest.fixture
-def run_ui(comfy_server, comfy_browser):
+def ui_page(ui_server, comfy_browser, _ui_pages) -> _browser.ComfyFrontend:
+    """One page per :data:`UI_VARIANTS` entry, kept for the session (a page load is the slow part of a
+    browser test); each ``load`` replaces its graph."""
+    key = (ui_server.frontend, ui_server.renderer)
+    if key not in _ui_pages:
+        _ui_pages[key] = _browser.ComfyFrontend(comfy_browser, ui_server)
+    return _ui_pages[key]
+
+
+@pytest.fixture
+def run_ui(ui_server, ui_page):
     def _run(workflow: dict, replacements: dict | None = None, timeout: float = 180, check_console: bool = True):
-        return _browser.run_ui_workflow(comfy_server, workflow, replacements, timeout=timeout,
-                                        browser=comfy_browser, check_console=check_console)
+        seen = len(ui_page.page.console_errors())
+        try:
+            entry = ui_page.run(workflow, replacements, timeout)
+        except Exception as e:
+            msgs = "\n".join(f"  [{lvl}] {text[:500]}" for lvl, text in ui_page.page.console_messages()[-30:])
+            e.add_note(f"browser console (last 30):\n{msgs}\nserver log tail:\n{ui_server.log_tail(30)}")
+            raise
+        errors = ui_page.page.console_errors()[seen:]
+        if check_console and errors:
+            raise AssertionError("browser console errors:\n" + "\n".join(errors))
+        return entry
 
     return _run
 

@@ -51,6 +51,17 @@ def comfyui_dir() -> Path | None:
     return cand if (cand / "main.py").is_file() and (cand / "comfy").is_dir() else None
 
 
+NEWEST_FRONTEND_VERSION = os.environ.get("SDEDIT_NEW_FRONTEND_VERSION") or "1.58.1"  # scripts/test.sh pins it
+
+
+def newest_frontend_root() -> Path | None:
+    """The static folder of the newest ``comfyui-frontend-package`` (served with ``--front-end-root``),
+    which ``scripts/test.sh`` unzips to ``${SDEDIT_TEST_CACHE}/comfyui-frontend-<version>``; None if absent."""
+    cache = os.environ.get("SDEDIT_TEST_CACHE") or str(Path.home() / ".cache" / "sdedit-test")
+    root = Path(cache) / f"comfyui-frontend-{NEWEST_FRONTEND_VERSION}" / "comfyui_frontend_package" / "static"
+    return root if (root / "index.html").is_file() else None
+
+
 def add_comfyui_to_sys_path(comfy_dir: str | os.PathLike | None = None, cpu: bool | None = None) -> Path:
     """Make ``import comfy.samplers`` (and ``nodes``, ``folder_paths``...) work in this process.
 

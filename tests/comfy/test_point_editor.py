@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.comfy import browser
+from tests.comfy import browser, thumbnails
 from tests.comfy.conftest import CKPT
 
 REPO = Path(__file__).resolve().parents[2]
@@ -162,18 +162,18 @@ def test_the_editor_and_its_help_page_are_served(comfy_server):
 
 
 @pytest.fixture
-def frontend(comfy_server, comfy_browser):
-    fe = browser.ComfyFrontend(comfy_browser, comfy_server)
+def frontend(ui_server, comfy_browser):
+    fe = browser.ComfyFrontend(comfy_browser, ui_server)
     try:
         yield fe
     finally:
         fe.close()
 
 
-def test_clicks_and_drags_write_the_points_and_the_workflow_runs(comfy_server, frontend):
+def test_clicks_and_drags_write_the_points_and_the_workflow_runs(ui_server, frontend):
     wf = json.loads(WORKFLOW.read_text())
     shipped = json.loads(next(n for n in wf["nodes"] if n["type"] == "SDEditDrag")["widgets_values"][0])
-    square = comfy_server.upload_image(_image(64, 64), "pe_square.png")
+    square = ui_server.upload_image(_image(64, 64), "pe_square.png")
     frontend.load(copy.deepcopy(wf), {
         "CheckpointLoaderSimple": {"ckpt_name": CKPT},
         _id_of(wf, "LoadImage"): {"image": square},
@@ -185,6 +185,10 @@ def test_clicks_and_drags_write_the_points_and_the_workflow_runs(comfy_server, f
     # the shipped value is read and drawn as it is (nothing rewritten on load)
     assert ed.js(f"{EDITOR}.pairs") == shipped
     assert ed.points() == shipped
+    # the shipped example points (for a 512 px image) lie outside this 64x64 one: a hint says so
+    assert all(max(p["source"] + p["target"]) >= 64 for p in shipped)
+    assert ed.js(f"{EDITOR}.outside") == len(shipped)
+    assert f"({len(shipped)} outside the image)" in ed.js(f"{EDITOR}.status.textContent")
 
     ed.focus(1.25)  # zoomed: the DOM widget is CSS-scaled, clicks must still map to image pixels
     ed.press_button("clear")
@@ -194,6 +198,7 @@ def test_clicks_and_drags_write_the_points_and_the_workflow_runs(comfy_server, f
     assert ed.points() == [], "a source alone is not a pair yet"
     ed.click(44, 32)  # target
     assert ed.points() == [{"source": [20, 32], "target": [44, 32]}]
+    assert ed.js(f"{EDITOR}.outside") == 0 and "outside" not in ed.js(f"{EDITOR}.status.textContent")
     red, blue = ed.pixel(20, 32), ed.pixel(44, 32)
     assert red[0] > 200 and red[2] < 100, red  # sources red
     assert blue[2] > 200 and blue[0] < 100, blue  # targets blue
@@ -226,26 +231,27 @@ def test_clicks_and_drags_write_the_points_and_the_workflow_runs(comfy_server, f
     assert json.loads(node["widgets_values"][0]) == [{"source": [12, 30], "target": [50, 40]}]
     # ... and queues it: the node drags with the clicked points and an image comes out
     pid = frontend.queue()
-    entry = comfy_server.wait(pid, timeout=180)
+    entry = ui_server.wait(pid, timeout=180)
     prompt = entry["prompt"][2]
     assert json.loads(prompt[_id_of(wf, "SDEditDrag")]["inputs"]["points"]) == [{"source": [12, 30], "target": [50, 40]}]
-    images = comfy_server.output_images(entry)[_id_of(wf, "SaveImage")]
+    images = ui_server.output_images(entry)[_id_of(wf, "SaveImage")]
     assert len(images) == 1 and images[0].shape == (64, 64, 3)
+    thumbnails.record("sdedit_drag", images[0], _image(64, 64))
     assert not frontend.page.console_errors(), frontend.page.console_errors()
 
 
-def test_the_editor_follows_a_new_image_and_maps_a_wide_one(comfy_server, frontend):
+def test_the_editor_follows_a_new_image_and_maps_a_wide_one(ui_server, frontend):
     wf = json.loads(WORKFLOW.read_text())
     frontend.load(copy.deepcopy(wf), {
         "CheckpointLoaderSimple": {"ckpt_name": CKPT},
-        _id_of(wf, "LoadImage"): {"image": comfy_server.upload_image(_image(64, 64), "pe_square.png")},
+        _id_of(wf, "LoadImage"): {"image": ui_server.upload_image(_image(64, 64), "pe_square.png")},
         "SDEditDrag": {"points": '[{"x": 10, "y": 11}, {"x": 30, "y": 12}]'},  # KJNodes-style flat list
     })
     ed = Editor(frontend)
     ed.wait_for_image(64, 64)
     assert ed.js(f"{EDITOR}.pairs") == [{"source": [10, 11], "target": [30, 12]}]
     # another image in the Load Image node: the editor reloads it (letterboxed: 96 x 40)
-    wide = comfy_server.upload_image(_image(96, 40), "pe_wide.png")
+    wide = ui_server.upload_image(_image(96, 40), "pe_wide.png")
     ed.js(f"(() => {{ const n = (window.app.graph._nodes || window.app.graph.nodes).find(n => n.type === 'LoadImage');"
           f" const w = n.widgets.find(w => w.name === 'image'); w.value = {json.dumps(wide)}; w.callback?.(w.value); return true; }})()")
     ed.wait_for_image(96, 40)
@@ -269,4 +275,36 @@ def test_the_editor_follows_a_new_image_and_maps_a_wide_one(comfy_server, fronte
           " window.app.canvas.draw(true, true); return true; })()")
     time.sleep(0.2)
     assert ed.js(f"{EDITOR}.pairs") == [{"source": [1, 2], "target": [3, 4]}]
+    assert not frontend.page.console_errors(), frontend.page.console_errors()
+
+
+_SET_POINTS_AND_LOOK_JS = r"""
+(async (text) => {
+  const node = __NODE__, ed = node.sdeditPointEditor;
+  node.widgets.find(w => w.name === 'points').value = text;   // no canvas redraw asked for
+  await new Promise(r => setTimeout(r, 30));
+  return {pairs: ed.pairs, status: ed.status.textContent};
+})
+""".replace("__NODE__", NODE)
+
+
+def test_a_new_points_value_is_drawn_at_once_without_a_canvas_redraw(ui_server, frontend):
+    """The Nodes 2.0 renderer never calls the litegraph redraw hook, and a widget write does not ask
+    the classic one for a frame: the editor must follow the `points` value itself (within 30 ms
+    here, three times in a row), not on its fallback timer."""
+    wf = json.loads(WORKFLOW.read_text())
+    frontend.load(copy.deepcopy(wf), {
+        "CheckpointLoaderSimple": {"ckpt_name": CKPT},
+        _id_of(wf, "LoadImage"): {"image": ui_server.upload_image(_image(64, 64), "pe_square.png")},
+    })
+    ed = Editor(frontend)
+    ed.wait_for_image(64, 64)
+    ed.focus(1.0)
+    for k, (sx, tx) in enumerate([(4, 40), (10, 50), (20, 60)]):
+        pairs = [{"source": [sx, 20 + k], "target": [tx, 30]}]
+        seen = ed.js(f"{_SET_POINTS_AND_LOOK_JS}({json.dumps(json.dumps(pairs))})")
+        assert seen["pairs"] == pairs, (k, seen)
+        assert "1 pair ·" in seen["status"], seen
+        red = ed.pixel(sx, 20 + k)
+        assert red[0] > 200 and red[2] < 100, red
     assert not frontend.page.console_errors(), frontend.page.console_errors()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.comfy import harness
+from tests.comfy import harness, thumbnails
 from tests.comfy.conftest import CKPT
 
 REPO = Path(__file__).resolve().parents[2]
@@ -258,17 +258,17 @@ def _ui_replacements(wf: dict, image_name: str, tag: str, **per_type) -> dict:
     return repl
 
 
-def test_sde_inpaint_workflow_runs_both_modes_and_keeps_the_rest(comfy_server, run_ui):
+def test_sde_inpaint_workflow_runs_both_modes_and_keeps_the_rest(ui_server, run_ui):
     wf = _workflow("sde_inpaint")
     assert sorted(n["widgets_values"][2] for n in wf["nodes"] if n["type"] == "SDEditCycleInpaint") == ["ode", "sde"]
     rgba = np.concatenate([block_image(), np.full((H, W, 1), 255, np.uint8)], -1)
     rgba[16:40, 8:32, 3] = 0  # what the Mask Editor saves: transparent = the area to fill (MASK = 1)
-    name = comfy_server.upload_image(rgba, "wf_inpaint_rgba.png")
+    name = ui_server.upload_image(rgba, "wf_inpaint_rgba.png")
     entry = run_ui(copy.deepcopy(wf), _ui_replacements(wf, name, "sde_inpaint", SDEditCycleInpaint={"steps": 3}))
     prompt = entry["prompt"][2]
     assert sorted(v["class_type"] for v in prompt.values()) == sorted(
         n["type"] for n in wf["nodes"] if n["type"] != "Note")
-    images = comfy_server.output_images(entry)
+    images = ui_server.output_images(entry)
     sde, ode = (images[nid][0] for nid in _ids(wf, "SaveImage"))
     far = np.ones((H, W), bool)
     far[16 - 12:40 + 12, 0:32 + 12] = False  # mask_grow 4 + feather 4 (3 sigma = 6 px) and some slack
@@ -278,19 +278,21 @@ def test_sde_inpaint_workflow_runs_both_modes_and_keeps_the_rest(comfy_server, r
         assert not (changed & far).any(), np.argwhere(changed & far)[[0, -1]]
         assert np.abs(out[16:40, 8:32].astype(int) - block_image()[16:40, 8:32]).mean() > 3
     assert not np.array_equal(sde, ode)
+    thumbnails.record("sde_inpaint", sde, np.where(rgba[..., 3:] == 0, 255, rgba[..., :3]).astype(np.uint8))
 
 
-def test_diffedit_sde_workflow_runs_with_the_automatic_mask(comfy_server, run_ui):
+def test_diffedit_sde_workflow_runs_with_the_automatic_mask(ui_server, run_ui):
     wf = _workflow("diffedit_sde")
     edit = next(n for n in wf["nodes"] if n["type"] == "SDEditImageToImage")
     assert next(i for i in edit["inputs"] if i["name"] == "mask")["link"] is None  # shipped: automatic mask
-    name = comfy_server.upload_image(block_image(), "wf_diffedit.png")
+    name = ui_server.upload_image(block_image(), "wf_diffedit.png")
     entry = run_ui(copy.deepcopy(wf), _ui_replacements(wf, name, "diffedit", SDEditImageToImage={"steps": 3}))
     prompt = entry["prompt"][2]
     assert prompt[str(edit["id"])]["inputs"]["mode"] == "sde" and "mask" not in prompt[str(edit["id"])]["inputs"]
-    images = comfy_server.output_images(entry)
+    images = ui_server.output_images(entry)
     result = images[_ids(wf, "SaveImage")[0]][0]
     mask = images[_ids(wf, "PreviewImage")[0]][0][..., 0] > 127
     assert result.shape == (H, W, 3) and mask.shape == (H, W)
     assert mask.any(), "the automatic mask is empty"
     assert np.array_equal(result[~mask], block_image()[~mask])
+    thumbnails.record("diffedit_sde", result, block_image())

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.comfy import thumbnails
 from tests.comfy.conftest import CKPT, CONTROLNET, LORA
 
 REPO = Path(__file__).resolve().parents[2]
@@ -222,39 +223,35 @@ def _links_of(node: dict) -> tuple:
             [(o["name"], sorted(o.get("links") or [])) for o in node.get("outputs") or []])
 
 
-def test_workflows_load_unchanged_and_convert_in_the_frontend(comfy_server, comfy_browser, object_info):
+def test_workflows_load_unchanged_and_convert_in_the_frontend(ui_page, object_info):
     """Load each file as shipped in the page, save it again (``graphToPrompt().workflow``, what
     Workflow > Export writes) and convert it (``graphToPrompt().output``): the frontend keeps every
     widget value in its place and sends it to the server under the right input name."""
-    from tests.comfy import browser
-
-    fe = browser.ComfyFrontend(comfy_browser, comfy_server)
-    try:
-        for path in WORKFLOW_FILES:
-            wf = json.loads(path.read_text())
-            fe.load(copy.deepcopy(wf))
-            res = fe.page.evaluate("window.app.graphToPrompt().then(p => ({workflow: p.workflow, output: p.output}))")
-            saved = {n["id"]: n for n in res["workflow"]["nodes"]}
-            assert set(saved) == {n["id"] for n in wf["nodes"]}, path.name
-            for n in wf["nodes"]:
-                s = saved[n["id"]]
-                where = f"{path.name} node {n['id']} {n['type']}"
-                assert (s["type"], s["mode"], s.get("title")) == (n["type"], n["mode"], n.get("title")), where
-                assert (s.get("widgets_values") or []) == (n.get("widgets_values") or []), where
-                assert _links_of(s) == _links_of(n), where
-            assert sorted(map(tuple, res["workflow"]["links"])) == sorted(map(tuple, wf["links"])), path.name
-            for n in wf["nodes"]:
-                if n["type"] in FRONTEND_ONLY or n["mode"] != 0:
-                    continue
-                inputs = res["output"][str(n["id"])]["inputs"]
-                for (name, kind, _), v in zip(_widgets_of(object_info[n["type"]]), n.get("widgets_values") or []):
-                    if kind not in ("CONTROL", "UPLOAD"):
-                        where = f"{path.name} node {n['id']} {n['type']}.{name}"
-                        assert inputs.get(name) == v, f"{where}: {inputs.get(name)!r} != {v!r}"
-        errors = fe.page.console_errors()
-        assert not errors, errors
-    finally:
-        fe.close()
+    fe = ui_page
+    seen = len(fe.page.console_errors())
+    for path in WORKFLOW_FILES:
+        wf = json.loads(path.read_text())
+        fe.load(copy.deepcopy(wf))
+        res = fe.page.evaluate("window.app.graphToPrompt().then(p => ({workflow: p.workflow, output: p.output}))")
+        saved = {n["id"]: n for n in res["workflow"]["nodes"]}
+        assert set(saved) == {n["id"] for n in wf["nodes"]}, path.name
+        for n in wf["nodes"]:
+            s = saved[n["id"]]
+            where = f"{path.name} node {n['id']} {n['type']}"
+            assert (s["type"], s["mode"], s.get("title")) == (n["type"], n["mode"], n.get("title")), where
+            assert (s.get("widgets_values") or []) == (n.get("widgets_values") or []), where
+            assert _links_of(s) == _links_of(n), where
+        assert sorted(map(tuple, res["workflow"]["links"])) == sorted(map(tuple, wf["links"])), path.name
+        for n in wf["nodes"]:
+            if n["type"] in FRONTEND_ONLY or n["mode"] != 0:
+                continue
+            inputs = res["output"][str(n["id"])]["inputs"]
+            for (name, kind, _), v in zip(_widgets_of(object_info[n["type"]]), n.get("widgets_values") or []):
+                if kind not in ("CONTROL", "UPLOAD"):
+                    where = f"{path.name} node {n['id']} {n['type']}.{name}"
+                    assert inputs.get(name) == v, f"{where}: {inputs.get(name)!r} != {v!r}"
+    errors = fe.page.console_errors()[seen:]
+    assert not errors, errors
 
 
 def test_workflows_are_served_in_the_template_browser(comfy_server):
@@ -263,6 +260,26 @@ def test_workflows_are_served_in_the_template_browser(comfy_server):
     for path in WORKFLOW_FILES:
         served = json.loads(comfy_server.get_bytes(f"/api/workflow_templates/{PACK_DIR_NAME}/{path.name}"))
         assert served == json.loads(path.read_text())
+        # the template browser asks for <name>.jpg as the tile's picture
+        thumb = comfy_server.get_bytes(f"/api/workflow_templates/{PACK_DIR_NAME}/{path.stem}.jpg")
+        assert thumb == path.with_suffix(".jpg").read_bytes()
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=_ids(WORKFLOW_FILES))
+def test_every_workflow_has_a_small_jpeg_thumbnail_of_its_output(path):
+    from PIL import Image
+
+    thumb = path.with_suffix(".jpg")
+    assert thumb.is_file(), (f"{thumb.name} missing: the template browser shows it on the tile. Record it from the "
+                             "workflow's run test with tests/comfy/thumbnails.record (see that module)")
+    data = thumb.read_bytes()
+    assert data[:3] == b"\xff\xd8\xff" and len(data) <= thumbnails.MAX_BYTES, (thumb.name, len(data))
+    with Image.open(thumb) as im:
+        assert im.format == "JPEG" and im.mode == "RGB" and im.size == (thumbnails.SIZE, thumbnails.SIZE)
+        im.load()
+        px = np.asarray(im).astype(float)
+    assert px.std() > 10, f"{thumb.name} is nearly flat: not a picture of an output"
+    assert not set(WORKFLOWS.glob("*.jpg")) - {p.with_suffix(".jpg") for p in WORKFLOW_FILES}, "a thumbnail without its workflow"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,20 +346,21 @@ def _check_api_prompt(wf: dict, prompt: dict):
     assert {k: v["class_type"] for k, v in prompt.items()} == want
 
 
-def test_stroke_painting_workflow_runs(comfy_server, run_ui):
+def test_stroke_painting_workflow_runs(ui_server, run_ui):
     wf = _load("sdedit_stroke_painting")
     guide = _stroke_painting()
     repl = _base_replacements(wf, "stroke_painting")
-    repl[str(_node(wf, "LoadImage")["id"])] = {"image": comfy_server.upload_image(guide, "wf_strokes.png")}
+    repl[str(_node(wf, "LoadImage")["id"])] = {"image": ui_server.upload_image(guide, "wf_strokes.png")}
     entry = run_ui(copy.deepcopy(wf), repl)
     prompt = _api_prompt(entry)
     _check_api_prompt(wf, prompt)
     sd = _api_node(prompt, _node(wf, "SDEdit"))["inputs"]
     assert sd["steps"] == STEPS and sd["t0"] == _node(wf, "SDEdit")["widgets_values"][0]
     assert "mask" not in sd
-    out = _one_image(comfy_server.output_images(entry), _node(wf, "SaveImage"))
+    out = _one_image(ui_server.output_images(entry), _node(wf, "SaveImage"))
     assert out.shape == (S, S, 3)
     assert np.abs(out.astype(float) - guide).mean() > 1.0  # it was edited
+    thumbnails.record("sdedit_stroke_painting", out, guide)
 
 
 def _far_from(box: tuple[int, int, int, int], margin: int) -> np.ndarray:
@@ -354,7 +372,7 @@ def _far_from(box: tuple[int, int, int, int], margin: int) -> np.ndarray:
     return np.maximum(dy, dx) > margin
 
 
-def test_masked_stroke_edit_workflow_keeps_the_photo_outside_the_mask(comfy_server, run_ui):
+def test_masked_stroke_edit_workflow_keeps_the_photo_outside_the_mask(ui_server, run_ui):
     wf = _load("sdedit_masked_stroke_edit")
     photo = _photo()
     layer = np.zeros((S, S, 4), np.uint8)  # RGBA stroke layer: transparent but for two strokes
@@ -362,14 +380,14 @@ def test_masked_stroke_edit_workflow_keeps_the_photo_outside_the_mask(comfy_serv
     layer[14:18, 26:30] = (250, 250, 250, 255)
     strokes = layer[..., 3] > 0
     repl = _base_replacements(wf, "masked_strokes")
-    repl[str(_node(wf, "LoadImage", "Photo")["id"])] = {"image": comfy_server.upload_image(photo, "wf_photo.png")}
+    repl[str(_node(wf, "LoadImage", "Photo")["id"])] = {"image": ui_server.upload_image(photo, "wf_photo.png")}
     repl[str(_node(wf, "LoadImage", "Stroke layer")["id"])] = {
-        "image": comfy_server.upload_image(layer, "wf_stroke_layer.png")}
+        "image": ui_server.upload_image(layer, "wf_stroke_layer.png")}
     repl["SDEditStrokeGuide"] = {"grow": 3}
     repl["SDEdit"].update(mask_grow=2, mask_feather=2.0)
     entry = run_ui(copy.deepcopy(wf), repl)
     _check_api_prompt(wf, _api_prompt(entry))
-    images = comfy_server.output_images(entry)
+    images = ui_server.output_images(entry)
     guide = _one_image(images, _node(wf, "PreviewImage"))
     expected_guide = np.where(strokes[..., None], layer[..., :3], photo)
     np.testing.assert_array_equal(guide, expected_guide)
@@ -379,9 +397,10 @@ def test_masked_stroke_edit_workflow_keeps_the_photo_outside_the_mask(comfy_serv
     assert far.sum() > S * S // 3
     np.testing.assert_array_equal(out[far], photo[far])  # bit-identical outside the mask
     assert np.abs(out[strokes].astype(float) - expected_guide[strokes]).mean() > 1.0  # the strokes were edited
+    thumbnails.record("sdedit_masked_stroke_edit", out, expected_guide)
 
 
-def test_composite_workflow_keeps_the_background_outside_the_patch(comfy_server, run_ui):
+def test_composite_workflow_keeps_the_background_outside_the_patch(ui_server, run_ui):
     wf = _load("sdedit_composite")
     base = _photo()
     patch = np.zeros((16, 16, 3), np.uint8)
@@ -389,13 +408,13 @@ def test_composite_workflow_keeps_the_background_outside_the_patch(comfy_server,
     patch[::4] = (200, 20, 20)
     x, y = 6, 10
     repl = _base_replacements(wf, "composite")
-    repl[str(_node(wf, "LoadImage", "Background")["id"])] = {"image": comfy_server.upload_image(base, "wf_bg.png")}
-    repl[str(_node(wf, "LoadImage", "Patch")["id"])] = {"image": comfy_server.upload_image(patch, "wf_patch.png")}
+    repl[str(_node(wf, "LoadImage", "Background")["id"])] = {"image": ui_server.upload_image(base, "wf_bg.png")}
+    repl[str(_node(wf, "LoadImage", "Patch")["id"])] = {"image": ui_server.upload_image(patch, "wf_patch.png")}
     repl["SDEditCompositeGuide"] = {"x": x, "y": y, "grow": 3}
     repl["SDEdit"].update(mask_grow=2, mask_feather=2.0)
     entry = run_ui(copy.deepcopy(wf), repl)
     _check_api_prompt(wf, _api_prompt(entry))
-    images = comfy_server.output_images(entry)
+    images = ui_server.output_images(entry)
     expected_guide = base.copy()
     expected_guide[y:y + 16, x:x + 16] = patch
     np.testing.assert_array_equal(_one_image(images, _node(wf, "PreviewImage")), expected_guide)
@@ -406,13 +425,14 @@ def test_composite_workflow_keeps_the_background_outside_the_patch(comfy_server,
     np.testing.assert_array_equal(out[far], base[far])
     inside = np.s_[y:y + 16, x:x + 16]
     assert np.abs(out[inside].astype(float) - patch).mean() > 1.0
+    thumbnails.record("sdedit_composite", out, expected_guide)
 
 
-def test_lora_controlnet_workflow_runs_with_both_applied(comfy_server, run_ui):
+def test_lora_controlnet_workflow_runs_with_both_applied(ui_server, run_ui):
     wf = _load("sdedit_lora_controlnet")
     guide = _stroke_painting()
     repl = _base_replacements(wf, "lora_cn")
-    repl[str(_node(wf, "LoadImage")["id"])] = {"image": comfy_server.upload_image(guide, "wf_lora_cn_guide.png")}
+    repl[str(_node(wf, "LoadImage")["id"])] = {"image": ui_server.upload_image(guide, "wf_lora_cn_guide.png")}
     entry = run_ui(copy.deepcopy(wf), repl)
     prompt = _api_prompt(entry)
     _check_api_prompt(wf, prompt)
@@ -422,14 +442,15 @@ def test_lora_controlnet_workflow_runs_with_both_applied(comfy_server, run_ui):
     assert sd["positive"] == [str(apply_cn["id"]), 0] and sd["negative"] == [str(apply_cn["id"]), 1]
     assert _api_node(prompt, lora)["inputs"]["strength_model"] > 0
     assert _api_node(prompt, apply_cn)["inputs"]["strength"] > 0
-    images = comfy_server.output_images(entry)
+    images = ui_server.output_images(entry)
     assert _one_image(images, _node(wf, "SaveImage")).shape == (S, S, 3)
     assert _one_image(images, _node(wf, "PreviewImage")).shape[:2] == (S, S)  # the Canny hint
-    log = comfy_server.log()
+    thumbnails.record("sdedit_lora_controlnet", _one_image(images, _node(wf, "SaveImage")), guide)
+    log = ui_server.log()
     assert "lora key not loaded" not in log and "missing controlnet keys" not in log
 
 
-def test_custom_sampler_workflow_runs_as_shipped_and_with_the_mask(comfy_server, run_ui):
+def test_custom_sampler_workflow_runs_as_shipped_and_with_the_mask(ui_server, run_ui):
     from tests.fixtures import tiny_sd15
     import torch
 
@@ -440,7 +461,7 @@ def test_custom_sampler_workflow_runs_as_shipped_and_with_the_mask(comfy_server,
     photo = _photo()
     rgba = np.concatenate([photo, np.full((S, S, 1), 255, np.uint8)], -1)
     rgba[8:24, 8:24, 3] = 0  # what the mask editor saves: transparent = the area to edit (MASK = 1)
-    name = comfy_server.upload_image(rgba, "wf_custom_guide.png")
+    name = ui_server.upload_image(rgba, "wf_custom_guide.png")
 
     # as shipped: the bypassed SetLatentNoiseMask is skipped by the page's graphToPrompt
     repl = _base_replacements(wf, "custom")
@@ -451,7 +472,7 @@ def test_custom_sampler_workflow_runs_as_shipped_and_with_the_mask(comfy_server,
     assert str(setmask["id"]) not in prompt
     assert _api_node(prompt, sca)["inputs"]["latent_image"] == [str(encode["id"]), 0]
     assert _api_node(prompt, _node(wf, "SDEditSigmas"))["inputs"]["steps"] == STEPS
-    whole = _one_image(comfy_server.output_images(entry), save)
+    whole = _one_image(ui_server.output_images(entry), save)
     assert whole.shape == (S, S, 3)
 
     # un-bypassed (Ctrl+B): only the masked area changes; the kept latent is returned exactly
@@ -463,7 +484,7 @@ def test_custom_sampler_workflow_runs_as_shipped_and_with_the_mask(comfy_server,
     prompt = _api_prompt(entry)
     _check_api_prompt(masked_wf, prompt)
     assert _api_node(prompt, sca)["inputs"]["latent_image"] == [str(setmask["id"]), 0]
-    out = _one_image(comfy_server.output_images(entry), save).astype(float)
+    out = _one_image(ui_server.output_images(entry), save).astype(float)
     roundtrip = tiny_sd15.reference_decode(tiny_sd15.reference_encode(torch.from_numpy(photo / 255.0)[None]))
     roundtrip = roundtrip[0].numpy() * 255.0
     far = _far_from((8, 24, 8, 24), margin=16)  # latent blocks the resized mask cannot reach
@@ -471,6 +492,7 @@ def test_custom_sampler_workflow_runs_as_shipped_and_with_the_mask(comfy_server,
     assert np.abs(out[far] - roundtrip[far]).max() <= 2.0
     assert np.abs(out[8:24, 8:24] - roundtrip[8:24, 8:24]).mean() > 1.0
     assert np.abs(whole[far].astype(float) - roundtrip[far]).mean() > 1.0  # unmasked: everything changed
+    thumbnails.record("sdedit_custom_sampler", whole, photo)
 
 
 def _find(big: np.ndarray, small: np.ndarray, tol: int = 1) -> bool:
@@ -482,15 +504,15 @@ def _find(big: np.ndarray, small: np.ndarray, tol: int = 1) -> bool:
     return bool((diff <= tol).all(axis=(2, 3, 4)).any())
 
 
-def test_t0_sweep_workflow_saves_the_grid(comfy_server, run_ui):
+def test_t0_sweep_workflow_saves_the_grid(ui_server, run_ui):
     wf = _load("sdedit_t0_sweep")
     guide = _stroke_painting()
     repl = _base_replacements(wf, "sweep")
-    repl[str(_node(wf, "LoadImage")["id"])] = {"image": comfy_server.upload_image(guide, "wf_sweep_guide.png")}
+    repl[str(_node(wf, "LoadImage")["id"])] = {"image": ui_server.upload_image(guide, "wf_sweep_guide.png")}
     repl["SDEditT0Sweep"]["t0_values"] = "0.3, 0.6"
     entry = run_ui(copy.deepcopy(wf), repl)
     _check_api_prompt(wf, _api_prompt(entry))
-    images = comfy_server.output_images(entry)
+    images = ui_server.output_images(entry)
     grid = _one_image(images, _node(wf, "SaveImage"))
     results = images[str(_node(wf, "PreviewImage")["id"])]
     assert [r.shape for r in results] == [(S, S, 3)] * 2
@@ -498,6 +520,7 @@ def test_t0_sweep_workflow_saves_the_grid(comfy_server, run_ui):
     assert grid.ndim == 3 and grid.shape[0] > S and grid.shape[1] >= 2 * S
     for r in results:
         assert _find(grid, r), "a result is missing from the grid"
+    thumbnails.record("sdedit_t0_sweep", grid)
     assert np.abs(results[0].astype(float) - results[1]).mean() > 0.5  # different t0, different image
     text = entry["outputs"][str(_node(wf, "PreviewAny")["id"])]["text"]
     rows = "".join(text).strip().splitlines()
