@@ -18,15 +18,14 @@
 // Redraws follow the events that change what is shown: a new `points` value (any writer: a click,
 // a hand edit, a loaded workflow, another extension), a changed connection, a graph change
 // (api "graphChanged": e.g. another file picked in Load Image) or a finished run (api "executed"),
-// the image loading, and a resize. The litegraph redraw hook (classic renderer) and a slow timer
-// only back these up: the Nodes 2.0 (Vue) renderer never calls the redraw hook.
+// the image loading, and a resize; a per-frame comparison backs them up. The litegraph redraw hook
+// (classic renderer) is not relied on: the Nodes 2.0 (Vue) renderer never calls it.
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const NODE_TYPE = "SDEditDrag";
 const HIT_RADIUS = 9; // canvas px around a point that grab it
-const FALLBACK_MS = 1000; // safety-net poll for changes that announce themselves nowhere
 const COLOR = { source: "#ff2d2d", target: "#2d6bff", arrow: "#ffffff" };
 
 // Pairs from the `points` text: the formats the node accepts (see POINTS_TOOLTIP in the node).
@@ -137,7 +136,14 @@ class PointEditor {
     this.soon = () => { if (!this.queued) { this.queued = true; queueMicrotask(() => { this.queued = false; this.tick(); }); } };
     this.hookPoints();
     for (const ev of ["graphChanged", "executed"]) api.addEventListener(ev, this.soon);
-    this.timer = setInterval(() => { if (this.element.isConnected) this.tick(); }, FALLBACK_MS);
+    // Backstop for writers no hook sees (e.g. a frontend that stores widget values elsewhere): one
+    // cheap comparison per animation frame (tick() only redraws when the value or image changed).
+    const frame = () => {
+      if (this.disposed) return;
+      if (this.element.isConnected) this.tick();
+      this.raf = requestAnimationFrame(frame);
+    };
+    this.raf = requestAnimationFrame(frame);
   }
 
   // The node's current `points` widget: frontends may replace the widget objects after
@@ -154,7 +160,8 @@ class PointEditor {
   dispose() {
     this.resizeObserver.disconnect();
     for (const ev of ["graphChanged", "executed"]) api.removeEventListener(ev, this.soon);
-    clearInterval(this.timer);
+    this.disposed = true;
+    cancelAnimationFrame(this.raf);
   }
 
   button(label, onClick) {
