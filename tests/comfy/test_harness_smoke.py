@@ -135,17 +135,17 @@ def test_interrupt_stops_a_long_ksampler_run_and_the_next_prompt_runs(comfy_serv
     assert img.shape == (64, 64, 3)
 
 
-def test_ui_workflow_runs_through_the_frontend(comfy_server, run_ui):
+def test_ui_workflow_runs_through_the_frontend(ui_server, run_ui):
     workflow = json.loads((UI_DATA / "txt2img_ui.json").read_text())
     entry = run_ui(copy.deepcopy(workflow), {"4": {"ckpt_name": CKPT}, "SaveImage": {"filename_prefix": "ui_smoke_a"}})
-    images = comfy_server.output_images(entry)
+    images = ui_server.output_images(entry)
     assert list(images) == ["9"]
     (img,) = images["9"]
     assert img.shape == (64, 64, 3)
     # the same graph queued over the API gives the same pixels (same seed, fixed)
     p = harness.txt2img_prompt(CKPT, seed=42, steps=4, cfg=4.0, positive="a red square on a blue background",
                                negative="blurry", filename_prefix="ui_smoke_api")
-    api_img = comfy_server.run(p)["save"]["images"][0]
+    api_img = ui_server.run(p)["save"]["images"][0]
     assert np.abs(api_img.astype(np.float32) - img.astype(np.float32)).max() <= 1.0
 
 
