@@ -15,7 +15,7 @@ Each image is a lake landscape rendered at ``size``² (default 64) in ``[0, 1]``
 - **shore** (half the images): a textured foreground band at the bottom.
 
 :func:`render_landscape` returns the image and a :class:`LandscapeInfo` (sun centre/radius/colour,
-horizon, the front ridge's peak). Seeded: ``render_batch(n, seed)`` is the same on every machine.
+horizon, the front ridge's peak, the highest ridge point). Seeded: ``render_batch(n, seed)`` is the same on every machine.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class LandscapeInfo:
     sun_color: tuple[float, float, float]
     horizon: float
     peak: tuple[float, float]
+    ridge_top: float  # y of the highest ridge point (anything above it is sky)
 
 
 def _jitter(rng: np.random.Generator, color, amount: float) -> np.ndarray:
@@ -172,6 +173,7 @@ def render_landscape(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarr
         sun_color=tuple(float(c) for c in sun_c),
         horizon=float(yh),
         peak=peak,
+        ridge_top=float(sky_floor.min()),
     )
     return img, info
 

@@ -26,6 +26,7 @@ from ..pipelines.text import TextConditioning
 from . import spec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+PAINTINGS_DIR = Path(__file__).resolve().parent / "paintings"
 BUILTIN_NAME = "builtin"
 
 
@@ -44,6 +45,20 @@ def load_unet(weights: str | Path | None = None, device=None):
 def load_builtin(weights: str | Path | None = None, device=None):
     """:class:`BuiltinPipeline` with the shipped weights (or a diffusers UNet folder, e.g. a training run's ``ema/``)."""
     return BuiltinPipeline(load_unet(weights, device), device)
+
+
+class _ClipDenoiser:
+    """``D(x, σ)`` clamped to the data range [−1, 1] — diffusers' ``clip_sample=True`` for pixel-space DDPMs.
+
+    An ε-model's x0 estimate ``x − σ·ε̂`` multiplies the ε error by σ (up to 157 here); pixel models are
+    sampled with this clip. It is deterministic, so Cycle-SDE still reconstructs exactly.
+    """
+
+    def __init__(self, denoiser):
+        self.denoiser, self.schedule = denoiser, denoiser.schedule
+
+    def __call__(self, x, sigma, **cond):
+        return self.denoiser(x, sigma, **cond).clamp(-1.0, 1.0)
 
 
 class BuiltinPipeline(SDEditPipeline):
@@ -117,6 +132,6 @@ class BuiltinPipeline(SDEditPipeline):
         def model_fn(x_in, t, **_ignored):
             return unet(x_in.to(unet.dtype), t.to(x_in.device)).sample
 
-        den = DiscreteTimeDenoiser(model_fn, self.schedule, self.prediction_type)
+        den = _ClipDenoiser(DiscreteTimeDenoiser(model_fn, self.schedule, self.prediction_type))
         return den if self.unet_tiling is None else TiledDenoiser(den, *self.unet_tiling, region_arg="region")
 
