@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--export", type=Path, default=None, help="only export the run's EMA weights (fp16) to this folder")
     ap.add_argument("--realism", type=Path, default=None,
                     help="instead: train the realism classifier (sdedit_engine/builtin/realism.py) and save it here")
-    ap.add_argument("--realism-steps", type=int, default=400)
+    ap.add_argument("--realism-steps", type=int, default=500)
     ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit (no checkpoint)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

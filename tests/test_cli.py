@@ -273,7 +273,7 @@ def test_batch_records_bad_files_and_continues(tmp_path, files, capsys):
     assert "cannot read image" in recs["b.png"]["error"] and recs["c.png"]["output"] == "c.png"
 
 
-def test_demo_runs_without_a_model(capsys):
-    assert main(["demo", "--samples", "50"]) == 0
+def test_analytic_demo_runs_without_a_model(capsys):
+    assert main(["demo", "--analytic", "--samples", "50"]) == 0
     out = capsys.readouterr().out
     assert "Realism vs faithfulness" in out and "dpmpp_2m_sde" in out

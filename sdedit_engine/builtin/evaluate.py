@@ -89,6 +89,8 @@ class DragResult:
     elsewhere: float  # mean |Δpixel| away from both discs
     detected: tuple[float, float]
     score: float
+    iterations: int = 0
+    nfe: int = 0
 
 
 def drag_sun(pipe, image: torch.Tensor, info: LandscapeInfo, offset: tuple[float, float], *, steps: int = 120,
@@ -99,7 +101,9 @@ def drag_sun(pipe, image: torch.Tensor, info: LandscapeInfo, offset: tuple[float
     points = [{"source": [cx, cy], "target": [tx, ty]}]
     out = pipe.drag(image[None], points, steps=steps, t0=t0, seed=seed, output_type="pt", progress=False, **kwargs)
     res = out.images[0]
-    return res, measure_drag(image, res, info, (tx, ty))
+    m = measure_drag(image, res, info, (tx, ty))
+    m.iterations, m.nfe = out.iterations, out.nfe
+    return res, m
 
 
 def measure_drag(before: torch.Tensor, after: torch.Tensor, info: LandscapeInfo, target) -> DragResult:

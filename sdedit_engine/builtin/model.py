@@ -73,9 +73,12 @@ class BuiltinPipeline(SDEditPipeline):
         self.lora_scale = None
         self.vae_tiling: Optional[tuple[int, int]] = None
         self.unet_tiling: Optional[tuple[int, int]] = None
-        self.schedule = spec.schedule()
+        self._schedule = spec.schedule()  # SDEditPipeline.schedule reads it
         self.prediction_type = spec.PREDICTION_TYPE
         self.vae_scale_factor = spec.LATENT_FACTOR
+        self.pad_factor = spec.LATENT_FACTOR
+        self.flow = None
+        self.t0_scale = "model"
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self._unet.parameters())

@@ -1,6 +1,6 @@
 """Realism of landscape images: a small domain classifier with a known ground truth (torch + PIL strokes).
 
-``realism(x) = P(domain | x) = sigmoid(f(x))`` where ``f`` is a 4-layer CNN (~60 k parameters) trained
+``realism(x) = P(domain | x) = sigmoid(f(x))`` where ``f`` is a small CNN (~0.1 M parameters) trained
 to separate fresh procedural landscapes (label 1) from *off-domain* versions of them (label 0):
 
 - stroke paintings (the paper's median filter + flat palette, :mod:`sdedit_engine.io.strokes`),
@@ -28,12 +28,16 @@ WEIGHTS = Path(__file__).resolve().parent / "weights" / "realism.safetensors"
 
 
 class RealismNet(nn.Module):
-    """64² RGB in [0, 1] → logit of "is a landscape of the domain"."""
+    """64² RGB in [0, 1] → logit of "is a landscape of the domain".
+
+    A full-resolution 3×3 layer first (pixel noise and flat stroke regions are 1-pixel statistics),
+    then four stride-2 stages, global average pooling and a linear head.
+    """
 
     def __init__(self, width: int = 16):
         super().__init__()
-        chans = [3, width, 2 * width, 4 * width, 4 * width]
-        layers: list[nn.Module] = []
+        chans = [width, width, 2 * width, 4 * width, 4 * width]
+        layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.SiLU()]
         for a, b in zip(chans[:-1], chans[1:]):
             layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GroupNorm(4, b), nn.SiLU(),
                        nn.Conv2d(b, b, 3, padding=1), nn.SiLU()]
@@ -89,15 +93,27 @@ def corrupt(x: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def train_realism(steps: int = 600, batch: int = 32, seed: int = 0, lr: float = 2e-3, log=None) -> RealismNet:
-    """Train :class:`RealismNet` on fresh batches (half landscapes, half their corruptions); seeded."""
+def train_realism(steps: int = 500, batch: int = 32, seed: int = 0, lr: float = 2e-3, pool: int = 2048,
+                  log=None) -> RealismNet:
+    """Train :class:`RealismNet` (seeded): a pool of ``pool`` landscapes and as many corruptions is rendered
+    once (rendering dominates the cost), then ``steps`` minibatches of ``batch`` + ``batch`` are drawn
+    from it with random horizontal flips (a mirrored landscape is still one)."""
     torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    chunks = range(0, pool, 256)
+    pos = torch.cat([torch.from_numpy(render_batch(256, 7_000_000 + seed * 1000 + i)[0]) for i in chunks])
+    neg = torch.cat([corrupt(torch.from_numpy(render_batch(256, 8_000_000 + seed * 1000 + i)[0]), seed * 1000 + i)
+                     for i in chunks])
+    if log is not None:
+        log(0, float("nan"))
     net = RealismNet()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     for k in range(steps):
-        pos = torch.from_numpy(render_batch(batch, 7_000_000 + seed * 100_000 + k)[0])
-        neg = corrupt(torch.from_numpy(render_batch(batch, 8_000_000 + seed * 100_000 + k)[0]), seed * 100_000 + k)
-        x = torch.cat([pos, neg])
+        ip = torch.randint(0, pos.shape[0], (batch,), generator=g)
+        ineg = torch.randint(0, neg.shape[0], (batch,), generator=g)
+        x = torch.cat([pos[ip], neg[ineg]])
+        flip = torch.rand(x.shape[0], generator=g) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         y = torch.cat([torch.ones(batch), torch.zeros(batch)])
         for gr in opt.param_groups:
             gr["lr"] = lr * 0.5 * (1 + np.cos(np.pi * k / steps))
@@ -105,8 +121,8 @@ def train_realism(steps: int = 600, batch: int = 32, seed: int = 0, lr: float = 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if log is not None and (k + 1) % 50 == 0:
-            log(k + 1, float(loss))
+        if log is not None and (k + 1) % 100 == 0:
+            log(k + 1, loss.item())
     return net.eval().requires_grad_(False)
 
 

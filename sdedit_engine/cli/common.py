@@ -138,7 +138,9 @@ def add_model_args(p: argparse.ArgumentParser, *, controlnet: bool = True) -> ar
     --model, --config, --allow-download, --device, --dtype, [--controlnet, --control-image,
     --control-scale], --lora, --lora-scale, --vae-tiling, --unet-tiling. Returns the group."""
     g = p.add_argument_group("model")
-    g.add_argument("--model", required=True, help="diffusers folder, cached hub id, or single-file .safetensors")
+    g.add_argument("--model", default="builtin",
+                   help="diffusers folder, cached hub id, single-file .safetensors, or 'builtin' (default: the shipped "
+                        "64x64 landscape model, unconditional)")
     g.add_argument("--config", help="diffusers folder/id describing a single-file checkpoint (needed offline)")
     g.add_argument("--allow-download", action="store_true", help="allow fetching models from the Hugging Face hub")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps … (auto: the first available)")
@@ -223,8 +225,15 @@ def load_pipeline(args, device: str | None = None):
     quiet_libraries()
     from ..pipelines.pipeline import SDEditPipeline
 
-    pipe = SDEditPipeline.load(args.model, config=args.config, controlnet=args.controlnet,
-                               allow_download=args.allow_download, torch_dtype=dt, device=dev)
+    if args.model == "builtin":
+        from ..builtin.model import load_builtin
+
+        if args.controlnet:
+            raise CLIError("--controlnet: the built-in model takes no ControlNet")
+        pipe = load_builtin(device=dev)
+    else:
+        pipe = SDEditPipeline.load(args.model, config=args.config, controlnet=args.controlnet,
+                                   allow_download=args.allow_download, torch_dtype=dt, device=dev)
     pipe.t0_scale = getattr(args, "t0_scale", "model")
     if getattr(args, "guidance_scale", 0) is None:  # the family's default (CFG, or Flux's guidance embedding)
         args.guidance_scale = pipe.default_guidance_scale

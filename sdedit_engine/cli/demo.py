@@ -1,6 +1,6 @@
 """A model-free demonstration of SDEdit on the analytic Gaussian-mixture prior.
 
-``sdedit demo`` (or ``python -m sdedit_engine.cli.demo``) prints (1) the realism–faithfulness
+``sdedit demo --analytic`` (or ``python -m sdedit_engine.cli.demo``) prints (1) the realism–faithfulness
 trade-off over t0 and (2) how close each sampler gets to the exact SDEdit distribution for a given
 number of model calls (energy distance with a permutation p-value, :func:`~sdedit_engine.core.analytic.energy_test`).
 Everything is exact and runs in seconds on a CPU, so it doubles as a smoke test of an installation.
@@ -19,9 +19,23 @@ PERMUTATIONS = 100
 
 def add_commands(sub) -> None:
     """Register ``demo`` on the ``sdedit`` subparsers."""
-    d = sub.add_parser("demo", help="model-free demo on the analytic prior (t0 trade-off, samplers vs the exact SDEdit)")
-    d.add_argument("--samples", type=positive_int, default=1000, help="SDEdit outputs per setting")
-    d.set_defaults(func=lambda args: main(["--samples", str(args.samples)]))
+    d = sub.add_parser("demo", help="the built-in landscape model offline: stroke paintings to images, realism vs "
+                                     "faithfulness, a drag (PNGs in --out); --analytic: the model-free analytic-prior demo")
+    d.add_argument("--out", "-o", default="sdedit-demo", help="output folder (default sdedit-demo/)")
+    d.add_argument("--steps", type=positive_int, default=40, help="solver steps at t0 = 1 (steps*t0 below)")
+    d.add_argument("--analytic", action="store_true", help="the analytic Gaussian-mixture demo instead (no model)")
+    d.add_argument("--samples", type=positive_int, default=1000, help="--analytic: SDEdit outputs per setting")
+    d.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    if args.analytic:
+        return main(["--samples", str(args.samples)])
+    from .common import quiet_libraries
+    from .demo_builtin import main as builtin_demo
+
+    quiet_libraries()
+    return builtin_demo(["--out", args.out, "--steps", str(args.steps)])
 
 
 def _stroke_guide(prior, seed: int):
