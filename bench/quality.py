@@ -1,4 +1,4 @@
-"""Quality of the SDE editing family on the built-in landscape model (the paper's protocol, BENCHMARKS §6).
+"""Quality of the SDE editing family on the built-in landscape model (the paper's protocol, BENCHMARKS §7).
 
 Sections (``--sections``, default all; each writes ``bench/results/quality_<section>.{csv,md}``):
 
@@ -35,13 +35,14 @@ from sdedit_engine.builtin import evaluate as ev  # noqa: E402
 from sdedit_engine.builtin.realism import realism, roc_auc  # noqa: E402
 
 T0S = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-DRAG_SETTINGS = ((120, 2.0), (60, 2.0), (30, 2.0), (20, 2.0), (10, 2.0), (30, 4.0), (10, 4.0))
+DRAG_SETTINGS = ((120, 2.0, 0.6), (60, 2.0, 0.6), (30, 2.0, 0.6), (20, 2.0, 0.6), (10, 2.0, 0.6), (30, 4.0, 0.6),
+                 (10, 4.0, 0.6), (30, 2.0, 0.4))
 
 
 def save(name: str, rows: list[dict], title: str, note: str = "") -> None:
     write_csv(RESULTS / f"quality_{name}.csv", rows)
     write_md(RESULTS / f"quality_{name}.md", title, md_table(rows) + ("\n\n" + note if note else ""),
-             "python bench/quality.py --sections " + name + " " + " ".join(_sys.argv[1:]))
+             "python bench/quality.py " + " ".join(_sys.argv[1:]))
     print(f"\n## {title}\n\n{md_table(rows)}\n{note}", flush=True)
 
 
@@ -136,16 +137,16 @@ def sec_diffedit(pipe, n: int, steps: int) -> None:
          "replays its noise (exact), DDIM inversion is approximate.")
 
 
-def sec_drag(pipe, n: int, settings) -> None:
-    cases = ev.drag_cases(n, seed=40)
+def sec_drag(pipe, n: int, settings, seed: int = 40, name: str = "drag") -> None:
+    cases = ev.drag_cases(n, seed=seed)
     rows = []
-    for steps, step_size in settings:
+    for steps, step_size, t0 in settings:
         res, start = [], time.time()
         for i, (img, info, off) in enumerate(cases):
-            _, r = ev.drag_sun(pipe, img, info, off, steps=steps, step_size=step_size, seed=i)
+            _, r = ev.drag_sun(pipe, img, info, off, steps=steps, step_size=step_size, t0=t0, seed=i)
             res.append(r)
         err = np.array([r.landing_error for r in res])
-        rows.append(dict(steps=steps, step_size=step_size,
+        rows.append(dict(steps=steps, step_size=step_size, t0=t0,
                          iterations=float(np.mean([r.iterations for r in res])), calls=float(np.mean([r.nfe for r in res])),
                          evals_per_iter_cfg=4 * steps, vs_official=4 * steps / 480,
                          landing_error=float(err.mean()), landing_sd=float(err.std()),
@@ -154,7 +155,7 @@ def sec_drag(pipe, n: int, settings) -> None:
                          elsewhere=float(np.mean([r.elsewhere for r in res])), seconds=time.time() - start))
         log(rows[-1])
     off = np.array([np.hypot(*c[2]) for c in cases])
-    save("drag", rows, f"SDE-Drag landing of the sun ({len(cases)} held-out images, offsets {off.min():.0f}–{off.max():.0f} px, t0 0.6)",
+    save(name, rows, f"SDE-Drag landing of the sun ({len(cases)} held-out images, offsets {off.min():.0f}–{off.max():.0f} px)",
          "landing_error: px from the detected sun centre to the target; progress: displacement along the offset / "
          "offset (1 = on target); reached_half: share with progress ≥ 0.5; elsewhere: mean |Δpixel| away from both "
          "discs. evals_per_iter_cfg: image evaluations per drag iteration for a CFG model (2 passes × steps × 2); "
@@ -184,7 +185,8 @@ def main(argv=None) -> int:
     ap.add_argument("--drag-n", type=int, default=6)
     ap.add_argument("--steps", type=int, default=50, help="tradeoff: solver steps at t0 = 1; inpaint/diffedit steps")
     ap.add_argument("--weights", default=None, help="UNet folder instead of the shipped weights")
-    ap.add_argument("--drag-settings", default=None, help="steps:step_size,… (default: %s)" % ",".join(f"{a}:{b:g}" for a, b in DRAG_SETTINGS))
+    ap.add_argument("--drag-seed", type=int, default=40, help="drag: which held-out cases (another seed = new images)")
+    ap.add_argument("--drag-settings", default=None, help="steps:step_size:t0,… (default: %s)" % ",".join(f"{a}:{b:g}:{c:g}" for a, b, c in DRAG_SETTINGS))
     ap.add_argument("--quick", action="store_true", help="tiny n, few settings (smoke run)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -193,7 +195,7 @@ def main(argv=None) -> int:
     pipe = load_builtin(args.weights)
     n, dn, settings = (4, 2, DRAG_SETTINGS[3:5]) if args.quick else (args.n, args.drag_n, DRAG_SETTINGS)
     if args.drag_settings:
-        settings = [(int(a), float(b)) for a, b in (x.split(":") for x in args.drag_settings.split(","))]
+        settings = [(int(a), float(b), float(c)) for a, b, c in (x.split(":") for x in args.drag_settings.split(","))]
     for s in args.sections.split(","):
         start = time.time()
         if s == "grid":
@@ -207,7 +209,8 @@ def main(argv=None) -> int:
         elif s == "diffedit":
             sec_diffedit(pipe, max(2, n // 2), 35)
         elif s == "drag":
-            sec_drag(pipe, dn, settings)
+            sec_drag(pipe, dn, settings, args.drag_seed,
+                     "drag" if args.drag_seed == 40 else f"drag_seed{args.drag_seed}")
         elif s == "samplers":
             sec_samplers(pipe, max(2, n // 2))
         else:
