@@ -2,7 +2,7 @@
 
 Sections (``--sections``, default all; each writes ``bench/results/quality_<section>.{csv,md}``):
 
-- ``grid``     docs/builtin/samples.png: 16 samples at t0 = 1 and 8 domain images;
+- ``grid``     docs/builtin/samples.jpg: 16 samples at t0 = 1 and 8 domain images;
 - ``auc``      the realism metric's ground truth: ROC AUC of P(domain) for held-out landscapes vs their
                stroke paintings, and vs the model's own samples (t0 = 1; 0.5 = indistinguishable);
 - ``tradeoff`` SDEdit realism / L2-to-guide over t0 for stroke synthesis, masked stroke editing and
@@ -23,14 +23,13 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
-from bench._common import RESULTS, log, md_table, write_csv, write_md  # noqa: E402
-
 import argparse  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench._common import RESULTS, log, md_table, write_csv, write_md  # noqa: E402
 from sdedit_engine.builtin import evaluate as ev  # noqa: E402
 from sdedit_engine.builtin.realism import realism, roc_auc  # noqa: E402
 
@@ -47,18 +46,19 @@ def save(name: str, rows: list[dict], title: str, note: str = "") -> None:
 
 
 def sec_grid(pipe, n: int = 16) -> None:
-    """docs/builtin/samples.png: model samples (t0 = 1) above held-out landscapes, for a person to judge."""
-    from sdedit_engine.io.imaging import labelled_grid, to_pil
+    """docs/builtin/samples.jpg: model samples (t0 = 1) above held-out landscapes, for a person to judge."""
     from PIL import Image
+
+    from sdedit_engine.io.imaging import labelled_grid, to_pil
 
     samples = pipe(torch.full((n, 3, 64, 64), 0.5), t0=1.0, steps=100, sampler="ddpm", seed=100,
                    output_type="pt", progress=False).images
     real, _ = ev.heldout(8, seed=100)
     tiles = [p.resize((128, 128), Image.NEAREST) for p in to_pil(torch.cat([samples, real]))]
     labels = ["model sample"] * n + ["training domain"] * 8
-    out = RESULTS.parents[1] / "docs" / "builtin" / "samples.png"
+    out = RESULTS.parents[1] / "docs" / "builtin" / "samples.jpg"
     out.parent.mkdir(parents=True, exist_ok=True)
-    labelled_grid(tiles, labels, columns=8).save(out)
+    labelled_grid(tiles, labels, columns=8).save(out, quality=88)
     print(f"wrote {out}")
 
 

@@ -137,7 +137,6 @@ def main(argv=None) -> int:
         return loss.item()
 
     if args.bench:
-        t0 = time.time()
         for k in range(args.bench):
             train_step(k)
             if k == 0:
