@@ -97,7 +97,9 @@ def main(argv=None) -> int:
         w.writerows(rows)
     lines = ["| sampler | steps × K | model calls | energy distance (floor) | component TV | variance ratio |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['sampler']} | {r['steps']} × {r['repeats']} | {r['model_calls']} | {r['energy_distance']:.4f} ({r['exact_floor']:.4f}) | {r['component_tv']:.3f} | {r['variance_ratio']:.3f} |")
+        lines.append(f"| {r['sampler']} | {r['steps']} × {r['repeats']} | {r['model_calls']} | "
+                     f"{r['energy_distance']:.4f} ({r['exact_floor']:.4f}) | {r['component_tv']:.3f} | "
+                     f"{r['variance_ratio']:.3f} |")
     (out_dir / "model_calls.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -30,8 +30,6 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
-from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
-
 import argparse
 import cProfile
 import io
@@ -42,6 +40,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench._common import RESULTS, log, machine, md_table, median, write_csv  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -122,8 +122,9 @@ def profile_inprocess(ckpt_path: str, comfy_dir, size: int, steps: int, cfg: flo
     harness.add_comfyui_to_sys_path(comfy_dir)
     harness.import_pack()
     import comfy.sd
-    import nodes as comfy_nodes
     from comfyui_sdedit.nodes import sdedit_nodes
+
+    import nodes as comfy_nodes
 
     model, clip, vae = comfy.sd.load_checkpoint_guess_config(ckpt_path, output_vae=True, output_clip=True)[:3]
     pos = clip.encode_from_tokens_scheduled(clip.tokenize("a red house in a field"))

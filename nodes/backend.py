@@ -23,14 +23,13 @@ from __future__ import annotations
 import logging
 import math
 
-import torch
-
 import comfy.model_management
 import comfy.model_sampling
 import comfy.sample
 import comfy.samplers
 import comfy.utils
 import latent_preview
+import torch
 
 from ..sdedit_engine.core.flow import PURE_NOISE_OFFSET, FlowDenoiser, FlowSchedule, check_t0_scale, flow_to_ve, is_flow
 from ..sdedit_engine.core.noise import NoiseSource, normalize_seeds

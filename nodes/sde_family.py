@@ -6,11 +6,11 @@ from __future__ import annotations
 from comfy_api.v0_0_2 import io
 
 from ..sdedit_engine.core import framing
-from ..sdedit_engine.io import imaging
 from ..sdedit_engine.core.cycle import cycle_sigmas
 from ..sdedit_engine.core.drag import drag_iterations, guidance_ramp, parse_points, sde_drag, to_latent_points
 from ..sdedit_engine.core.samplers import offset_callback
 from ..sdedit_engine.core.sde_edits import diffedit, diffedit_mask
+from ..sdedit_engine.io import imaging
 from .backend import cfg_note, guidance_distilled, model_schedule, run_engine_loop
 from .editing import EditSettings, edit_images, finish_pixels, frame_pixels, guide_to_bchw, mask_to_b1hw
 from .inputs import MODEL_INPUTS, SDEditNode, inputs
@@ -46,8 +46,10 @@ class SDEditDrag(SDEditNode):
                 image={"tooltip": "The image to drag-edit (512x512 suits SD1.x). RGBA: alpha is ignored."},
                 mask={"tooltip": "Optional editable area (1 = may change). Outside it the image is kept exactly."},
                 t0={"default": 0.6},
-                steps={"default": 120, "tooltip": "Reverse steps from t0 (the paper: 120 = 0.6 of a 200-step grid). Each drag iteration costs 2 x steps model calls."},
-                cfg={"default": 3.0, "min": 1.0, "max": 30.0, "round": None, "tooltip": "Guidance at t0; it ramps linearly down to about 1 near the end, as in the paper."},
+                steps={"default": 120, "tooltip": "Reverse steps from t0 (the paper: 120 = 0.6 of a 200-step grid). "
+                                                  "Each drag iteration costs 2 x steps model calls."},
+                cfg={"default": 3.0, "min": 1.0, "max": 30.0, "round": None,
+                     "tooltip": "Guidance at t0; it ramps linearly down to about 1 near the end, as in the paper."},
                 seed={"default": 1234, "tooltip": "Seed of the forward noise."},
             ),
             outputs=[io.Image.Output("IMAGE", display_name="image", tooltip="The dragged image.")],

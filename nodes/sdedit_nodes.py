@@ -102,7 +102,9 @@ class SDEditT0Sweep(SDEditNode):
             outputs=[
                 io.Image.Output("IMAGES", display_name="images", tooltip="All results, ordered by t0 then by guide."),
                 io.Image.Output("GRID", display_name="grid", tooltip="The results in a grid labelled with t0 and L2."),
-                io.String.Output("FAITHFULNESS", display_name="faithfulness", tooltip="CSV 't0,l2': mean L2 distance to the guide per t0 (pixels in [0,1], at the guide's resolution). Lower is more faithful."),
+                io.String.Output("FAITHFULNESS", display_name="faithfulness", tooltip=(
+                    "CSV 't0,l2': mean L2 distance to the guide per t0 (pixels in [0,1], at the guide's "
+                    "resolution). Lower is more faithful.")),
             ],
             is_output_node=True,
         )

@@ -9,7 +9,8 @@
 #     requirements (except torchaudio) installed without touching torch,
 #   * Debian's chromium for the frontend tests (installed with apt-get when missing and root; waits
 #     for another apt/dpkg process's lock instead of failing).
-# Each step is skipped when its stamp says it is already done, so reruns start at pytest.
+# Each step is skipped when its stamp says it is already done, so reruns start at the lint:
+# `ruff check` (fails the run on any finding), then pytest.
 #
 # Environment:
 #   SDEDIT_TEST_CACHE   cache for ComfyUI, the newest frontend and the generated tiny models
@@ -159,5 +160,7 @@ TARGET=(tests)
 for arg in "$@"; do
     if [ -e "${arg%%::*}" ]; then TARGET=(); break; fi
 done
+log "ruff check (config: pyproject.toml [tool.ruff]; fails the run on any finding)"
+"$VPY" -m ruff check --quiet "$ROOT"
 log "running pytest ${TARGET[*]} $*"
 exec "$VPY" -m pytest -q "${TARGET[@]}" "$@"

@@ -13,11 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.fixtures.tiny_diffusers import pickle_checkpoint, tiny_lora_path, tiny_sd_path, tiny_single_file_path  # noqa: E402
-
 from sdedit_engine.cli import main  # noqa: E402
 from sdedit_engine.io.imaging import load_image, save_image  # noqa: E402
 from sdedit_engine.io.strokes import count_colors  # noqa: E402
+from tests.fixtures.tiny_diffusers import pickle_checkpoint, tiny_lora_path, tiny_sd_path, tiny_single_file_path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "3", "-q"]

@@ -8,7 +8,15 @@ import torch
 from sdedit_engine import DiscreteSchedule
 from sdedit_engine.core.analytic import GaussianMixturePrior
 from sdedit_engine.core.cycle import cycle_decode, cycle_encode, cycle_reconstruct, cycle_sigmas, forward_noise
-from sdedit_engine.core.drag import DragPair, copy_paste, drag_iterations, guidance_ramp, parse_points, sde_drag, to_latent_points
+from sdedit_engine.core.drag import (
+    DragPair,
+    copy_paste,
+    drag_iterations,
+    guidance_ramp,
+    parse_points,
+    sde_drag,
+    to_latent_points,
+)
 from sdedit_engine.core.sde_edits import ddim_invert, diffedit, diffedit_mask, sde_inpaint
 
 SD = DiscreteSchedule.scaled_linear()

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from sdedit_engine.core.drag import guidance_ramp
+from sdedit_engine.core.samplers import SamplingCancelled
 from sdedit_engine.pipelines.drag_pipeline import cycle_check
 from sdedit_engine.pipelines.lora_tuning import TunedLoRA, lora_scale_ramp
 from sdedit_engine.pipelines.pipeline import SDEditPipeline
-from sdedit_engine.core.samplers import SamplingCancelled
 from sdedit_engine.pipelines.text import make_model_fn
 from tests.fixtures.tiny_diffusers import tiny_sd_path
 

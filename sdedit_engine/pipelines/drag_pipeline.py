@@ -17,15 +17,16 @@ from typing import Any, Callable, Optional
 import torch
 from tqdm.auto import tqdm
 
-from ..io import imaging
 from ..core import framing
 from ..core.cycle import cycle_reconstruct, cycle_sigmas
 from ..core.denoisers import CountingDenoiser
 from ..core.drag import DragPair, drag_iterations, guidance_ramp, parse_points, sde_drag, to_latent_points
-from .lora_tuning import check_tuning_options, lora_scale_ramp, tune_lora
 from ..core.schedules import check_steps, check_t0
-from ..core.sde_edits import diffedit as engine_diffedit, diffedit_mask, sde_inpaint
+from ..core.sde_edits import diffedit as engine_diffedit
+from ..core.sde_edits import diffedit_mask, sde_inpaint
 from ..core.validation import check_guidance_scale
+from ..io import imaging
+from .lora_tuning import check_tuning_options, lora_scale_ramp, tune_lora
 
 
 @dataclass

@@ -20,18 +20,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..io import imaging
 from ..core import framing
 from ..core.denoisers import CountingDenoiser, DiscreteTimeDenoiser
-from .flow import FlowBackend, is_flow_pipeline
-from .loading import (ModelLoadError, check_lora_path, load_controlnet, load_diffusers_pipeline,
-                      load_single_file_pipeline)
 from ..core.schedules import DiscreteSchedule, check_t0
 from ..core.sdedit import sdedit, sdedit_sigmas
-from ..core.validation import check_sigmas
-from .text import TextConditioning, encode_text, make_model_fn
 from ..core.tiling import TiledDenoiser, blend_tiles, check_tiling
-from ..core.validation import check_guidance_scale
+from ..core.validation import check_guidance_scale, check_sigmas
+from ..io import imaging
+from .flow import FlowBackend, is_flow_pipeline
+from .loading import (
+    ModelLoadError,
+    check_lora_path,
+    load_controlnet,
+    load_diffusers_pipeline,
+    load_single_file_pipeline,
+)
+from .text import TextConditioning, encode_text, make_model_fn
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 

@@ -354,7 +354,7 @@ class ComfyFrontend:
         string), a node title or a node type (every node of that type).
         """
         want = sorted(str(n["id"]) for n in workflow.get("nodes", []))
-        for attempt in range(3):
+        for _attempt in range(3):
             self.page.evaluate(f"window.app.loadGraphData({json.dumps(workflow)}).then(() => true)")
             time.sleep(0.2)
             if self._graph_node_ids() == want:

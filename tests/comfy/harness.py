@@ -479,7 +479,7 @@ class ComfyServer:
         connected first so none are missed). Raises :class:`ComfyPromptError` on validation errors.
         """
         if client_id is None:
-            self.ws  # connect before queueing
+            _ = self.ws  # the property connects: connect before queueing
             client_id = self.client_id
         body = {"prompt": prompt, "client_id": client_id}
         if extra_data:

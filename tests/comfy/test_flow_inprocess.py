@@ -98,7 +98,6 @@ def test_node_equals_the_engine_over_the_flow_bridge(comfy, kind):
     """The node is the engine: FlowDenoiser over ComfyUI's CFG guider; its first model input is ComfyUI's
     own noise_scaling(s0, noise, latent) = s0·noise + (1 − s0)·latent."""
     import comfy.samplers as comfy_samplers
-
     from comfyui_sdedit.sdedit_engine import NoiseSource, sdedit
     from comfyui_sdedit.sdedit_engine.core.flow import FlowDenoiser
 

@@ -84,7 +84,6 @@ def test_rgba_guides_ignore_alpha(comfy):
 def test_node_equals_the_engine_with_the_guider_as_denoiser(comfy):
     """The node is the engine: same seed → the same latent as sdedit() over ComfyUI's CFG guider."""
     import comfy.samplers as comfy_samplers
-
     from comfyui_sdedit.sdedit_engine import sdedit
 
     guide = _guide()

@@ -105,7 +105,7 @@ def test_sde_family_nodes_are_registered_and_documented(comfy_server):
         spec = info[node]
         assert spec["description"] and spec["category"].startswith("SDEdit"), node
         for group in ("required", "optional"):
-            for name, (kind, *opts) in spec["input"].get(group, {}).items():
+            for name, (_kind, *opts) in spec["input"].get(group, {}).items():
                 assert opts and opts[0].get("tooltip"), f"{node}.{name} has no tooltip"
     points = info["SDEditDrag"]["input"]["required"]["points"]
     assert points[0] == "STRING" and points[1].get("multiline") is True

@@ -67,7 +67,7 @@ def test_pack_imports_and_every_node_is_documented(comfy_server):
         spec = info[node]
         assert spec["description"] and spec["category"].startswith("SDEdit"), node
         for group in ("required", "optional"):
-            for name, (kind, *opts) in spec["input"].get(group, {}).items():
+            for name, (_kind, *opts) in spec["input"].get(group, {}).items():
                 assert opts and opts[0].get("tooltip"), f"{node}.{name} has no tooltip"
     assert info["SDEdit"]["input"]["required"]["t0"][1]["default"] == 0.5
     assert "NOT KSampler's 'denoise'" in info["SDEdit"]["input"]["required"]["t0"][1]["tooltip"]

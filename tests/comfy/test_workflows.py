@@ -212,7 +212,7 @@ def test_workflow_nodes_exist_and_widget_values_are_valid(object_info, path):
         for slot, out in enumerate(n.get("outputs") or []):
             if slot >= len(info["output"]) or out["type"] != info["output"][slot]:
                 problems.append(f"node {n['id']} {t}: output {slot} {out['type']} but the node gives {info['output']}")
-    for lid, a, aslot, b, bslot, typ in wf["links"]:
+    for lid, a, aslot, _b, _bslot, typ in wf["links"]:
         if nodes[a]["type"] in object_info and typ not in (object_info[nodes[a]["type"]]["output"][aslot], "*"):
             problems.append(f"link {lid}: type {typ}")
     assert not problems, "\n".join(problems)
@@ -451,8 +451,9 @@ def test_lora_controlnet_workflow_runs_with_both_applied(ui_server, run_ui):
 
 
 def test_custom_sampler_workflow_runs_as_shipped_and_with_the_mask(ui_server, run_ui):
-    from tests.fixtures import tiny_sd15
     import torch
+
+    from tests.fixtures import tiny_sd15
 
     wf = _load("sdedit_custom_sampler")
     setmask, encode = _node(wf, "SetLatentNoiseMask"), _node(wf, "VAEEncode")
