@@ -181,6 +181,18 @@ SPECS: dict[str, tuple[Any, dict[str, Any]]] = {
             "Automatic mask only: threshold on the normalised prompt disagreement."
         ),
     }),
+    "mask_t0": (io.Float, {"default": 0.5, "min": 0.01, "max": 1.0, "step": 0.01, "optional": True,
+        "tooltip": (
+            "Automatic mask only: the noise level at which the two prompts' predictions are compared "
+            "(DiffEdit: 0.5). Lower follows edges more tightly, higher finds larger regions."
+        ),
+    }),
+    "mask_repeats": (io.Int, {"default": 10, "min": 1, "max": 100, "optional": True,
+        "tooltip": (
+            "Automatic mask only: noise draws averaged for the mask (DiffEdit: 10). Each costs 2 model calls; "
+            "more draws give a smoother, more stable mask."
+        ),
+    }),
     # dragging (SDE-Drag)
     "points": (io.String, {"default": "[]", "multiline": True, "tooltip": POINTS_TOOLTIP}),
     "step_size": (io.Float, {"default": 2.0, "min": 0.5, "max": 64.0, "step": 0.5,

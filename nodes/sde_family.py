@@ -7,20 +7,19 @@ from comfy_api.v0_0_2 import io
 
 from ..sdedit_engine.core import framing
 from ..sdedit_engine.core.cycle import cycle_sigmas
-from ..sdedit_engine.core.drag import drag_iterations, guidance_ramp, parse_points, sde_drag, to_latent_points
-from ..sdedit_engine.core.samplers import offset_callback
-from ..sdedit_engine.core.sde_edits import diffedit, diffedit_mask
+from ..sdedit_engine.core.drag import plan_drag
+from ..sdedit_engine.core.sde_edits import auto_diffedit, diffedit_steps
 from ..sdedit_engine.io import imaging
 from .backend import cfg_note, guidance_distilled, model_schedule, run_engine_loop
-from .editing import EditSettings, edit_images, finish_pixels, frame_pixels, guide_to_bchw, mask_to_b1hw
+from .editing import EditSettings, edit_images, finish_pixels, frame_pixels, guide_to_bchw, latent_factor, mask_to_b1hw
 from .inputs import MODEL_INPUTS, SDEditNode, inputs
 
 CATEGORY = "SDEdit/SDE family"
 
 
-def _frame(vae, image, mask, what: str):
-    """The image's framing (:mod:`sdedit_engine.core.framing`, the pipeline's rules): latent and latent mask."""
-    pixels = guide_to_bchw(image, "image")
+def _frame(vae, pixels, mask, what: str):
+    """The framing of ``pixels`` (B, 3, H, W) (:mod:`sdedit_engine.core.framing`, the pipeline's rules):
+    latent and latent mask by the max rule; a given mask must edit something."""
     m = mask_to_b1hw(mask, pixels, "mask") if mask is not None else None
     fr = frame_pixels(vae, pixels, m)
     framing.require_editable(fr, what)
@@ -59,26 +58,20 @@ class SDEditDrag(SDEditNode):
     def execute(cls, model, positive, negative, vae, image, points, t0, steps, cfg, step_size, patch_radius, beta,
                 alpha, seed, keep_unmasked_pixels=True, mask=None, t0_scale="model") -> io.NodeOutput:
         pixels = guide_to_bchw(image, "image")
-        pairs_px = parse_points(points, pixels.shape[-1], pixels.shape[-2])
-        fr = _frame(vae, image, mask, "drag")
-        latent, lat_mask = fr.latent, fr.latent_mask
-        pairs = to_latent_points(pairs_px, factor=fr.factor)
-        if all(s == t for s, t in pairs):
-            raise ValueError("points: every drag is shorter than one latent cell (8 pixels); drag further")
-        levels = cycle_sigmas(model_schedule(model, t0_scale or "model"), t0, steps)
         distilled = guidance_distilled(model)  # Flux-dev/schnell: the CFG ramp is a no-op (core.drag.guidance_ramp)
-        ramp = guidance_ramp(cfg, steps, guidance_distilled=distilled)
+        plan = plan_drag(points, pixels.shape[-1], pixels.shape[-2], factor=latent_factor(vae),
+                         schedule=model_schedule(model, t0_scale or "model"), t0=t0, steps=steps, guidance_scale=cfg,
+                         step_size=step_size, guidance_distilled=distilled)
         if distilled:
             cfg = 1.0
-        longest = max(((t[0] - s[0]) ** 2 + (t[1] - s[1]) ** 2) ** 0.5 for s, t in pairs)
-        total = 2 * steps * drag_iterations(longest, step_size)
+        fr = _frame(vae, pixels, mask, "drag")
 
         def algorithm(denoiser, lat, report):
-            return sde_drag(denoiser, lat, pairs, mask=lat_mask, sigmas=levels, step_size=step_size, radius=patch_radius,
-                            beta=beta, alpha=alpha, seed=seed, extra_args_fn=lambda i: {"cfg": ramp[i]}, callback=report)
+            return plan.run(denoiser, lat, mask=fr.latent_mask, radius=patch_radius, beta=beta, alpha=alpha, seed=seed,
+                            cfg_arg="cfg", callback=report)
 
-        out = run_engine_loop(model, positive, negative, latent, cfg=cfg, sigmas=levels, algorithm=algorithm,
-                              total_steps=total, seed=seed)
+        out = run_engine_loop(model, positive, negative, fr.latent, cfg=cfg, sigmas=plan.sigmas, algorithm=algorithm,
+                              total_steps=plan.total_steps, seed=seed)
         return io.NodeOutput(imaging.to_bhwc(finish_pixels(vae, fr, out, keep_unmasked_pixels)))
 
 
@@ -134,7 +127,7 @@ class SDEditImageToImage(SDEditNode):
             ),
             inputs=inputs(
                 "model", "source", "target", "negative", "vae", "image", "mask", "t0", "steps", "cfg", "mode",
-                "mask_threshold", "seed", "keep_unmasked_pixels", "t0_scale",
+                "mask_threshold", "seed", "keep_unmasked_pixels", "t0_scale", "mask_t0", "mask_repeats",
                 negative={"tooltip": "Unconditional / negative prompt for CFG (usually empty)."},
                 mask={"tooltip": "Area to edit (1 = edit). Unconnected: DiffEdit's automatic mask."},
                 t0={"default": 0.7},
@@ -150,32 +143,26 @@ class SDEditImageToImage(SDEditNode):
 
     @classmethod
     def execute(cls, model, source, target, negative, vae, image, t0, steps, cfg, mode, mask_threshold, seed,
-                keep_unmasked_pixels=True, mask=None, t0_scale="model") -> io.NodeOutput:
+                keep_unmasked_pixels=True, mask=None, t0_scale="model", mask_t0=0.5, mask_repeats=10) -> io.NodeOutput:
         if mode not in ("sde", "ode"):
             raise ValueError(f"mode must be 'sde' or 'ode', got {mode!r}")
-        fr = _frame(vae, image, mask, "edit")
-        latent, lat_mask = fr.latent, fr.latent_mask
+        fr = _frame(vae, guide_to_bchw(image, "image"), mask, "edit")
         schedule = model_schedule(model, t0_scale or "model")
         cfg_note(model, cfg)
         levels = cycle_sigmas(schedule, t0, steps)
-        draws = 10
-        mask_steps = 0 if lat_mask is not None else draws
         found = {}
 
         def algorithm(denoiser, lat, report):
-            denoiser.schedule = schedule
-            src, tgt = {"prompt": "source"}, {"prompt": "positive"}
-            use = lat_mask
-            if use is None:
-                use = diffedit_mask(denoiser, lat, source_args=src, target_args=tgt, t0=0.5, repeats=draws,
-                                    threshold=mask_threshold, seed=seed, callback=report)
-                found["mask"] = use
-            return diffedit(denoiser, lat, use, source_args=src, target_args=tgt, sigmas=levels, mode=mode, seed=seed,
-                            callback=offset_callback(report, mask_steps, 2 * steps + mask_steps))
+            out, found["mask"] = auto_diffedit(denoiser, lat, fr.latent_mask, source_args={"prompt": "source"},
+                                               target_args={"prompt": "positive"}, sigmas=levels, mode=mode, seed=seed,
+                                               mask_t0=mask_t0, mask_repeats=mask_repeats,
+                                               mask_threshold=mask_threshold, schedule=schedule, callback=report)
+            return out
 
-        out = run_engine_loop(model, target, negative, latent, cfg=cfg, sigmas=levels, algorithm=algorithm,
-                              total_steps=2 * steps + mask_steps, seed=seed, extra_conds={"source": source})
-        if lat_mask is None:
+        total = diffedit_steps(steps, fr.latent_mask is not None, mask_repeats)
+        out = run_engine_loop(model, target, negative, fr.latent, cfg=cfg, sigmas=levels, algorithm=algorithm,
+                              total_steps=total, seed=seed, extra_conds={"source": source})
+        if fr.latent_mask is None:
             fr = fr.with_latent_mask(found["mask"])
         images = imaging.to_bhwc(finish_pixels(vae, fr, out, keep_unmasked_pixels))
         return io.NodeOutput(images, fr.mask[:, 0].contiguous())

@@ -263,3 +263,71 @@ def test_diffedit_mask_finds_where_the_prompts_disagree():
 def test_mode_is_checked(prior):
     with pytest.raises(ValueError, match="mode"):
         sde_inpaint(prior, torch.zeros(1, 4, 16, 16, dtype=torch.float64), _half_mask(), mode="euler")
+
+
+# -- plans shared by the diffusers pipeline and the nodes ---------------------------------------------------
+def test_drag_plan_maps_points_to_cells_iterations_ramp_and_total_steps():
+    from sdedit_engine.core.drag import plan_drag
+
+    plan = plan_drag('[{"source": [17, 40], "target": [70, 40]}]', 128, 96, factor=8, schedule=SD, t0=0.6, steps=12,
+                     guidance_scale=3.0, step_size=2.0)
+    assert plan.cells == (((2, 5), (8, 5)),) and plan.pairs == (DragPair((17.0, 40.0), (70.0, 40.0)),)
+    assert plan.iterations == drag_iterations(6.0, 2.0) == 3 and plan.total_steps == 2 * 12 * 3
+    assert plan.ramp == tuple(guidance_ramp(3.0, 12)) and len(plan.ramp) == 12 and plan.ramp[0] > plan.ramp[-1]
+    assert torch.equal(plan.sigmas, cycle_sigmas(SD, 0.6, 12))
+    same = plan_drag([DragPair((17, 40), (70, 40))], 128, 96, factor=8, schedule=SD, t0=0.6, steps=12)
+    assert same.cells == plan.cells
+    for bad, message in (({"step_size": 0}, "step_size"), ({"step_size": float("nan")}, "step_size"),
+                         ({"t0": 0}, "t0"), ({"guidance_scale": float("nan")}, "guidance_scale")):
+        with pytest.raises(ValueError, match=message):
+            plan_drag([[17, 40], [70, 40]], 128, 96, factor=8, schedule=SD, **bad)
+    with pytest.raises(ValueError, match="shorter than one latent cell"):
+        plan_drag([[17, 40], [20, 41]], 128, 96, factor=8, schedule=SD)
+
+
+def test_drag_plan_runs_sde_drag_with_the_ramp_as_a_per_step_argument():
+    from sdedit_engine.core.drag import plan_drag
+
+    prior = GaussianMixturePrior(torch.zeros(1, 4, 16, 16, dtype=torch.float64), [2.0], schedule=SD)
+    x0 = prior.sample(1, torch.Generator().manual_seed(0))[0]
+    seen = []
+
+    def model(x, sigma, cfg=None):
+        seen.append(cfg)
+        return prior(x, sigma)
+
+    plan = plan_drag([[20, 20], [68, 20]], 128, 128, factor=8, schedule=SD, t0=0.5, steps=5, guidance_scale=4.0)
+    infos = []
+    out = plan.run(model, x0, cfg_arg="cfg", seed=0, callback=infos.append)
+    assert [i.step for i in infos] == list(range(plan.total_steps))
+    assert seen == list(plan.ramp) * (2 * plan.iterations)  # recording and replay see the same scale per step
+    ref = sde_drag(prior, x0, list(plan.cells), sigmas=plan.sigmas, step_size=plan.step_size, seed=0)
+    assert torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_auto_diffedit_numbers_every_step_of_the_run(given):
+    from sdedit_engine.core.sde_edits import auto_diffedit, diffedit_steps
+
+    model = TwoPromptPrior()
+    x0 = model.priors["a"].sample(1, torch.Generator().manual_seed(1))[0]
+    infos = []
+    mask = _half_mask() if given else None
+    out, used = auto_diffedit(model, x0, mask, source_args={"prompt": "a"}, target_args={"prompt": "b"},
+                              sigmas=cycle_sigmas(SD, 0.7, 6), mask_repeats=3, seed=0, callback=infos.append)
+    total = diffedit_steps(6, given, 3)
+    assert total == 12 + (0 if given else 3)
+    assert [i.step for i in infos] == list(range(total)) and {i.total for i in infos} == {total}
+    if given:
+        assert used is mask
+    else:
+        assert torch.equal(used, diffedit_mask(model, x0, source_args={"prompt": "a"}, target_args={"prompt": "b"},
+                                               repeats=3, seed=0))
+    ref = diffedit(model, x0, used, source_args={"prompt": "a"}, target_args={"prompt": "b"},
+                   sigmas=cycle_sigmas(SD, 0.7, 6), seed=0)
+    assert torch.equal(out, ref)
+    for bad, message in (({"mask_threshold": float("nan")}, "mask_threshold"), ({"mask_t0": 0.0}, "mask_t0"),
+                         ({"mask_repeats": 0}, "mask_repeats")):
+        with pytest.raises(ValueError, match=message):
+            auto_diffedit(model, x0, None, source_args={"prompt": "a"}, target_args={"prompt": "b"},
+                          sigmas=cycle_sigmas(SD, 0.7, 6), **bad)

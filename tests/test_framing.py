@@ -143,3 +143,14 @@ def test_bad_framing_arguments():
     fr = framing.frame(_img(), torch.zeros(1, 1, 64, 64), factor=8, encode=encode)
     with pytest.raises(ValueError, match="nothing to drag"):
         framing.require_editable(fr, "drag")
+
+
+def test_a_control_image_is_framed_like_the_pixels():
+    img = _img(96, 128)
+    m = torch.zeros(1, 1, 96, 128)
+    m[..., 40:52, 70:90] = 1
+    for crop in (None, framing.Crop(8), framing.Crop(8, 64)):
+        fr = framing.frame(img, m, factor=8, crop=crop)
+        assert torch.equal(fr.map_image(img), fr.padded)  # the same box, size and padding as the image
+    other = _img(30, 40)
+    assert fr.map_image(other).shape[-2:] == fr.padded.shape[-2:]  # another size: resized as a whole

@@ -236,3 +236,12 @@ def test_a_mask_thinner_than_a_latent_cell_is_edited_not_refused(pipe, image):
     assert torch.equal(out.images[keep], image[keep])
     change = (out.latents - pipe.encode(image)).abs().amax(dim=(0, 1, 3))
     assert float(change[2]) > 1e-3 and float(change[torch.arange(8) != 2].max()) == 0.0
+
+
+def test_diffedit_callback_numbers_the_whole_run(pipe, image):
+    """The automatic mask's draws and both passes are one run (core.sde_edits.auto_diffedit, as in the
+    node): before, the pipeline's callback saw the step numbers restart after the mask."""
+    infos = []
+    pipe.diffedit(image, "a bowl of fruits", "a bowl of bananas", steps=3, mask_repeats=2, output_type="latent",
+                  progress=False, callback=infos.append)
+    assert [i.step for i in infos] == list(range(2 * 3 + 2)) and {i.total for i in infos} == {2 * 3 + 2}

@@ -96,6 +96,13 @@ def parse_points(spec: Any, width: int, height: int) -> list[DragPair]:
     return out
 
 
+def as_pairs(points, width: int, height: int) -> list[DragPair]:
+    """``points`` as pixel :class:`DragPair`s: JSON text / Python data (:func:`parse_points`) or DragPairs."""
+    if isinstance(points, (list, tuple)) and points and all(isinstance(p, DragPair) for p in points):
+        points = [{"source": list(p.source), "target": list(p.target)} for p in points]
+    return parse_points(points, width, height)
+
+
 def to_latent_points(pairs: Sequence[DragPair], factor: int = 8) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """Pixel pairs → integer latent cells (floor division by the VAE factor)."""
     cell = lambda p: (int(p[0] // factor), int(p[1] // factor))  # noqa: E731
@@ -126,6 +133,69 @@ def guidance_ramp(scale: float, steps: int, guidance_distilled: bool = False) ->
     if n == 1:
         return [float(scale)]
     return [1.0 + (scale - 1.0) * (n - i) / (n - 1) for i in range(n)]
+
+
+@dataclass(frozen=True)
+class DragPlan:
+    """Everything of one SDE-Drag run that follows from the points and the knobs, decided once for
+    every front end (:func:`plan_drag`): pixel pairs, their latent cells, the Cycle-SDE levels, the
+    number of drag iterations (about longest move / ``step_size``), the paper's CFG ramp per reverse
+    step and the run's total step count (2 passes × steps × iterations), which progress bars need
+    before the run starts. :meth:`run` executes it on a denoiser."""
+
+    pairs: tuple[DragPair, ...]
+    cells: tuple[tuple[tuple[int, int], tuple[int, int]], ...]
+    sigmas: torch.Tensor
+    steps: int
+    iterations: int
+    ramp: tuple[float, ...]
+    step_size: float
+    factor: int
+
+    @property
+    def total_steps(self) -> int:
+        return 2 * self.steps * self.iterations
+
+    def run(self, denoiser, latent: torch.Tensor, *, mask: Optional[torch.Tensor] = None, radius: int = 5,
+            beta: float = 0.3, alpha: float = 1.1, seed: int | Sequence[int] = 0, cfg_arg: Optional[str] = "guidance_scale",
+            extra_args: Optional[dict] = None, step_args: Optional[ExtraArgsFn] = None,
+            callback: Optional[Callback] = None) -> torch.Tensor:
+        """:func:`sde_drag` with this plan; the denoiser receives the ramp's scale as ``cfg_arg=`` at
+        every call (plus ``step_args(i)``, e.g. a LoRA weight ramp); ``cfg_arg=None`` passes no scale
+        (guidance-distilled models, whose ramp is constant 1)."""
+        def per_step(i: int) -> dict:
+            args = {cfg_arg: self.ramp[i]} if cfg_arg is not None else {}
+            if step_args is not None:
+                args.update(step_args(i))
+            return args
+
+        return sde_drag(denoiser, latent, list(self.cells), mask=mask, sigmas=self.sigmas, step_size=self.step_size,
+                        radius=radius, beta=beta, alpha=alpha, seed=seed, extra_args=extra_args, extra_args_fn=per_step,
+                        callback=callback)
+
+
+def plan_drag(points, width: int, height: int, *, factor: int, schedule, t0: float = 0.6, steps: int = 120,
+              guidance_scale: float = 3.0, step_size: float = 2.0, guidance_distilled: bool = False) -> DragPlan:
+    """Plan SDE-Drag on a ``width`` × ``height`` image whose latent is ``factor`` times smaller.
+
+    ``points``: JSON text, Python data (:func:`parse_points`) or :class:`DragPair`s, in image pixels.
+    Raises when every drag is shorter than one latent cell (nothing would move). The CFG ramp is
+    :func:`guidance_ramp` (constant 1 on a ``guidance_distilled`` model).
+    """
+    t0, steps = check_t0(t0), check_steps(steps)
+    if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not math.isfinite(step_size) or step_size <= 0:
+        raise ValueError(f"step_size must be a finite number > 0 (latent cells per iteration), got {step_size!r}")
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale):
+        raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+    pairs = as_pairs(points, width, height)
+    cells = to_latent_points(pairs, factor=factor)
+    if all(s == t for s, t in cells):
+        raise ValueError(f"points: every drag is shorter than one latent cell ({factor} pixels); drag further")
+    longest = max(math.hypot(t[0] - s[0], t[1] - s[1]) for s, t in cells)
+    return DragPlan(tuple(pairs), tuple(cells), cycle_sigmas(schedule, t0, steps), steps,
+                    drag_iterations(longest, float(step_size)),
+                    tuple(guidance_ramp(float(guidance_scale), steps, guidance_distilled)),
+                    float(step_size), int(factor))
 
 
 def _patch_bounds(src, tgt, radius, width, height):

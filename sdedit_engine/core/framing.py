@@ -104,6 +104,17 @@ class Frame:
         m, _ = masks.pad_to_multiple(m, self.factor, PAD_MODE)
         return masks.latent_mask(m, tuple(latent_size), LATENT_MASK_RULE)
 
+    def map_image(self, other: torch.Tensor) -> torch.Tensor:
+        """Another image (e.g. a ControlNet hint) framed like the worked pixels: an image of the full
+        image's size is cropped to the box, then resized to the working size and padded like them;
+        other sizes are resized to the padded working size as a whole."""
+        if tuple(other.shape[-2:]) != tuple(self.image.shape[-2:]):
+            return masks.resize(other, tuple(self.padded.shape[-2:]))
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            other = other[..., y0:y1, x0:x1]
+        return masks.pad_to_multiple(masks.resize(other, tuple(self.size)), self.factor, PAD_MODE)[0]
+
     def with_latent_mask(self, latent_mask: torch.Tensor) -> "Frame":
         """Adopt a mask found on the latent grid (DiffEdit's automatic mask): the pixel mask becomes
         its nearest-neighbour upsampling, so :meth:`latent_mask_for` gives ``latent_mask`` back."""

@@ -19,6 +19,7 @@ import torch
 from .cycle import CycleTrajectory, cycle_decode, cycle_encode, cycle_sigmas
 from .noise import NoiseSource, normalize_seeds
 from .samplers import Callback, Stepper, offset_callback
+from .schedules import check_steps
 from .sdedit import sdedit
 from .validation import check_finite_tensor, check_mask
 
@@ -129,12 +130,14 @@ def diffedit_mask(
     threshold: float = 0.5,
     seed: int | Sequence[int] = 0,
     callback: Optional[Callback] = None,
+    schedule=None,
 ) -> torch.Tensor:
     """DiffEdit's automatic mask: where the two prompts' denoised estimates disagree, averaged over
     ``repeats`` noise draws at σ(t0), normalised per image and thresholded. Shape (B, 1, h, w).
-    Costs 2·repeats denoiser calls; ``callback`` sees one step per draw."""
+    Costs 2·repeats denoiser calls; ``callback`` sees one step per draw. ``schedule`` (default: the
+    denoiser's) turns t0 into σ."""
     latent = check_finite_tensor("latent", latent, min_ndim=3)
-    schedule = getattr(denoiser, "schedule", None)
+    schedule = schedule if schedule is not None else getattr(denoiser, "schedule", None)
     if schedule is None:
         raise ValueError("the denoiser has no schedule to turn t0 into sigma")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
@@ -153,3 +156,48 @@ def diffedit_mask(
     lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
     norm = ((flat - lo) / (hi - lo).clamp_min(1e-12)).reshape(diff.shape)
     return (norm > threshold).to(latent.dtype)
+
+
+def diffedit_steps(steps: int, mask_given: bool, mask_repeats: int = 10) -> int:
+    """Total callback steps of :func:`auto_diffedit`: the mask draws (none with a given mask), then
+    the record/inversion pass and the decoding pass of ``steps`` each."""
+    return 2 * check_steps(steps) + (0 if mask_given else check_steps(mask_repeats, "mask_repeats"))
+
+
+def auto_diffedit(
+    denoiser,
+    latent: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    *,
+    source_args: dict,
+    target_args: dict,
+    sigmas,
+    mode: Mode = "sde",
+    seed: int | Sequence[int] = 0,
+    mask_t0: float = 0.5,
+    mask_repeats: int = 10,
+    mask_threshold: float = 0.5,
+    schedule=None,
+    callback: Optional[Callback] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DiffEdit as one run: without a ``mask``, first DiffEdit's automatic mask (:func:`diffedit_mask`,
+    ``mask_repeats`` draws at ``mask_t0``, threshold ``mask_threshold``), then :func:`diffedit` on the
+    ``sigmas`` levels. ``callback`` sees the steps numbered over the whole run (0 …
+    :func:`diffedit_steps` − 1: mask draws, then record/invert, then decode). Returns
+    ``(edited latent, the latent mask used)``. ``schedule`` (default: the denoiser's) maps ``mask_t0``
+    to σ."""
+    _check_mode(mode)
+    if isinstance(mask_threshold, bool) or not isinstance(mask_threshold, (int, float)) or not 0.0 <= mask_threshold <= 1.0:
+        raise ValueError(f"mask_threshold must be a number in [0, 1], got {mask_threshold!r}")
+    if isinstance(mask_t0, bool) or not isinstance(mask_t0, (int, float)) or not 0.0 < mask_t0 <= 1.0:
+        raise ValueError(f"mask_t0 must be a number in (0, 1], got {mask_t0!r}")
+    steps = len(torch.as_tensor(sigmas).flatten()) - 1
+    draws = 0 if mask is not None else check_steps(mask_repeats, "mask_repeats")
+    total = diffedit_steps(steps, mask is not None, draws)
+    if mask is None:
+        mask = diffedit_mask(denoiser, latent, source_args=source_args, target_args=target_args, t0=float(mask_t0),
+                             repeats=draws, threshold=float(mask_threshold), seed=seed, schedule=schedule,
+                             callback=offset_callback(callback, 0, total))
+    out = diffedit(denoiser, latent, mask, source_args=source_args, target_args=target_args, sigmas=sigmas, mode=mode,
+                   seed=seed, callback=offset_callback(callback, draws, total))
+    return out, mask

@@ -13,19 +13,14 @@ do all the sampling, so the math is the same as in the ComfyUI nodes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Optional
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..core import framing
-from ..core.denoisers import CountingDenoiser, DiscreteTimeDenoiser
-from ..core.schedules import DiscreteSchedule, check_t0
-from ..core.sdedit import sdedit, sdedit_sigmas
-from ..core.tiling import TiledDenoiser, blend_tiles, check_tiling
-from ..core.validation import check_guidance_scale, check_sigmas
+from ..core.denoisers import DiscreteTimeDenoiser
+from ..core.schedules import DiscreteSchedule
+from ..core.tiling import TiledDenoiser
 from ..io import imaging
 from .flow import FlowBackend, is_flow_pipeline
 from .loading import (
@@ -35,52 +30,9 @@ from .loading import (
     load_diffusers_pipeline,
     load_single_file_pipeline,
 )
+from .sdedit_call import OUTPUT_TYPES, SDEditOutput, _seeds, run_sdedit  # noqa: F401 - public here too
 from .text import TextConditioning, encode_text, make_model_fn
-
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-
-
-@dataclass
-class SDEditOutput:
-    """Result of one call. ``images``: list of PIL (``pil``), ``(B,H,W,3)`` float array (``np``),
-    ``(B,3,H,W)`` tensor (``pt``) or the latents (``latent``)."""
-
-    images: Any
-    latents: torch.Tensor
-    t0: float
-    sigma0: float
-    steps: int
-    nfe: int  # UNet evaluations per item (a CFG evaluation is one batch-2 call)
-    seeds: list[int] = field(default_factory=list)
-    sigmas: Optional[torch.Tensor] = None
-    latent_mask: Optional[torch.Tensor] = None  # the editable latent cells (framing's max rule); None without a mask
-
-
-def _seeds(seed, generator, n: int) -> list[int]:
-    """One integer seed per item: from ``seed`` (int → seed+i, or a list), else drawn from ``generator``.
-
-    The engine draws noise from one seeded CPU generator per item (device independent); a
-    ``torch.Generator`` is therefore only used to pick those seeds.
-    """
-    if seed is not None and generator is not None:
-        raise ValueError("pass either seed or generator, not both")
-    if generator is not None:
-        gens = generator if isinstance(generator, (list, tuple)) else [generator]
-        if len(gens) not in (1, n):
-            raise ValueError(f"got {len(gens)} generators for a batch of {n}")
-        if len(gens) == 1:
-            base = int(torch.randint(0, 2**62, (1,), generator=gens[0], device=gens[0].device))
-            return [base + i for i in range(n)]
-        return [int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)) for g in gens]
-    if seed is None:
-        seed = 0
-    if isinstance(seed, (list, tuple)):
-        if len(seed) != n:
-            raise ValueError(f"seed list has {len(seed)} entries but the batch has {n} items")
-        return [int(s) for s in seed]
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    return [int(seed) + i for i in range(n)]
+from .vae import VAECodec, tile_setting
 
 
 class SDEditPipeline:
@@ -94,10 +46,10 @@ class SDEditPipeline:
         if controlnet is not None:
             controlnet.to(self.device)
         self.lora_scale: float | None = None
-        self.vae_tiling: Optional[tuple[int, int]] = None  # (tile, overlap) in latent cells; enable_vae_tiling
         self.unet_tiling: Optional[tuple[int, int]] = None  # enable_unet_tiling
         self.t0_scale = "model"  # flow models: "model" (their own time) or "sd15_snr" (core.flow.FlowSchedule)
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.codec = VAECodec(self.vae, self.device)  # pixels ↔ scaled latents, optional tiles
+        self.vae_scale_factor = self.codec.factor
         sched = pipe.scheduler
         self.flow = FlowBackend(pipe) if is_flow_pipeline(pipe) else None
         self.pad_factor = self.vae_scale_factor * (self.flow.patch if self.flow is not None else 1)
@@ -119,6 +71,7 @@ class SDEditPipeline:
         """Move every component (and the ControlNet) to ``device``; returns self."""
         self.device = torch.device(device)
         self.pipe.to(self.device)
+        self.codec.device = self.device
         if self.controlnet is not None:
             self.controlnet.to(self.device)
         return self
@@ -210,15 +163,12 @@ class SDEditPipeline:
         self.lora_scale = None
 
     def enable_vae_tiling(self, enabled: bool = True, tile_size: int | None = None, overlap: int | None = None) -> None:
-        """Encode/decode in overlapping pixel tiles (default: the VAE's native size, ≥ 256 px; overlap ¼).
+        """Encode/decode in overlapping pixel tiles; see :meth:`sdedit_engine.pipelines.vae.VAECodec.enable_tiling`."""
+        self.codec.enable_tiling(enabled, tile_size, overlap)
 
-        Tiles are blended straight into one preallocated output (:func:`~sdedit_engine.core.tiling.blend_tiles`),
-        so the VAE's memory follows the tile, not the image; diffusers' own tiling keeps every decoded
-        tile until the end. Decoded pixels are assembled on the CPU, so the GPU holds one tile.
-        """
-        native = max(int(getattr(self.vae.config, "sample_size", 512) or 512), 256)
-        self.vae_tiling = self._tiling(enabled, tile_size or native, overlap, "VAE")
-        self.vae.disable_tiling()  # ours replaces diffusers' (it would tile again inside each tile)
+    @property
+    def vae_tiling(self) -> Optional[tuple[int, int]]:
+        return self.codec.tiling
 
     def enable_unet_tiling(self, enabled: bool = True, tile_size: int | None = None, overlap: int | None = None) -> None:
         """Denoise in overlapping latent tiles (:class:`~sdedit_engine.core.tiling.TiledDenoiser`).
@@ -228,57 +178,22 @@ class SDEditPipeline:
         context, so keep t0 moderate; ControlNet images and SDXL crop coordinates are cropped per tile.
         """
         native = max(int(getattr(self.unet.config, "sample_size", 0) or 128) * self.vae_scale_factor, 256)
-        self.unet_tiling = self._tiling(enabled, tile_size or native, overlap, "UNet")
+        self.unet_tiling = tile_setting(enabled, tile_size or native, overlap, self.vae_scale_factor, "UNet")
 
-    def _tiling(self, enabled: bool, tile_px: int, overlap_px: int | None, what: str) -> Optional[tuple[int, int]]:
-        if not enabled:
-            return None
-        f = self.vae_scale_factor
-        overlap_px = tile_px // 4 // f * f if overlap_px is None else overlap_px
-        for name, v in (("tile_size", tile_px), ("overlap", overlap_px)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % f:
-                raise ValueError(f"{what} {name} must be a non-negative multiple of {f} pixels, got {v!r}")
-        return check_tiling(tile_px // f, overlap_px // f, f"{what} ")
-
-    # ------------------------------------------------------------------ VAE
+    # ------------------------------------------------------------------ VAE (pipelines/vae.py)
     def vae_dtype(self) -> torch.dtype:
-        """The VAE's working dtype (an fp16 VAE with ``force_upcast`` is moved to float32 first)."""
-        if self.vae.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
-            self.vae.to(torch.float32)
-        return self.vae.dtype
+        return self.codec.dtype()
 
-    @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B,3,H,W)`` in [0,1] (H, W multiples of 8) → scaled latents (posterior mode, as ComfyUI)."""
-        dtype = self.vae_dtype()
-
-        def encode_tile(pixels, region=None):
-            return self.vae.encode((pixels.to(self.device, dtype) * 2 - 1)).latent_dist.mode().float()
-
-        if self.vae_tiling is None:
-            lat = encode_tile(images)
-        else:
-            lat = blend_tiles(encode_tile, images, *self.vae_tiling, in_scale=self.vae_scale_factor, out_device=self.device)
+        """``(B,3,H,W)`` in [0,1] (H, W multiples of the VAE factor) → scaled latents (posterior mode)."""
+        latents = self.codec.encode(images)
         if self.flow is not None:  # Flux's dynamic shift follows the image size
             self.flow.set_resolution(*images.shape[-2:])
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        return lat.sub_(shift).mul_(self.vae.config.scaling_factor)
+        return latents
 
-    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → ``(B,3,H,W)`` in [0,1] (float32)."""
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        z = latents / self.vae.config.scaling_factor + shift
-        dtype = self.vae_dtype()
-
-        def decode_tile(lat, region=None):
-            return self.vae.decode(lat.to(self.device, dtype), return_dict=False)[0]
-
-        if self.vae_tiling is None:
-            img = decode_tile(z).float()
-        else:
-            img = blend_tiles(decode_tile, z, *self.vae_tiling, out_scale=self.vae_scale_factor, out_device="cpu")
-        return img.add_(1).div_(2).clamp_(0, 1)  # in place: at 4096² every full-size copy is 192 MiB
+        return self.codec.decode(latents)
 
     # ------------------------------------------------------------------ model
     def encode_prompt(self, prompt, negative_prompt, n: int, guidance_scale: float, height: int, width: int) -> TextConditioning:
@@ -328,81 +243,7 @@ class SDEditPipeline:
             return imaging.to_pil(result)
         return result.permute(0, 2, 3, 1).numpy() if output_type == "np" else result
 
-    @torch.no_grad()
-    def __call__(self, image, mask=None, prompt: str | Sequence[str] = "", negative_prompt: str | Sequence[str] | None = None,
-                 *, t0: float = 0.5, steps: int = 20, sampler: str = "dpmpp_2m_sde", guidance_scale: float | None = None,
-                 repeats: int = 1, seed: int | Sequence[int] | None = None, generator=None, num_images: int = 1,
-                 output_type: str = "pil", control_image=None, controlnet_conditioning_scale: float = 1.0,
-                 spacing: str = "uniform", known_noise: str = "fresh", mask_grow: int = 0, mask_blur: float = 0,
-                 composite: bool = True, crop_padding: int | None = None, crop_resolution: int | None = None,
-                 sigmas: Optional[torch.Tensor] = None,
-                 conditioning: Optional[TextConditioning] = None, progress: bool = True,
-                 callback: Optional[Callable] = None) -> SDEditOutput:
-        """Edit ``image`` (PIL, numpy, tensor or list) with SDEdit.
-
-        t0 is the paper's noise level (σ of timestep round(t0·T)−1), not diffusers' ``strength``.
-        With a ``mask`` (1 = edit) only the masked area is regenerated, and after decoding the
-        original pixels are pasted back wherever the (grown/feathered) mask is 0, bit for bit.
-        ``num_images`` copies of each input get seeds seed, seed+1, …; ``repeats`` is the paper's K.
-        ``crop_padding`` (with a mask) edits only the mask's bounding box plus that many pixels and
-        stitches it back: less compute for small edits in large images; ``crop_resolution`` (long
-        side, pixels) also resizes that region for the model, None keeps it native (the ComfyUI node's
-        ``crop_to_mask`` + ``crop_resolution``; :class:`sdedit_engine.core.framing.Crop`). The pixel →
-        latent mask rule and the padding are those of :mod:`sdedit_engine.core.framing`.
-        ``conditioning`` replaces prompt encoding with precomputed :class:`TextConditioning`.
-        """
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        t0 = check_t0(t0)
-        guidance_scale = check_guidance_scale(self.default_guidance_scale if guidance_scale is None else guidance_scale)
-        original = imaging.to_tensor(image).float()
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-            raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
-        n_in = original.shape[0]
-        pmask = self.mask_tensor(mask, original)
-        if pmask is not None:
-            pmask = pmask.expand(n_in, -1, -1, -1).repeat_interleave(num_images, dim=0)
-        original = original.repeat_interleave(num_images, dim=0) if num_images > 1 else original
-        b = original.shape[0]
-        seeds = _seeds(seed, generator, b)
-        crop = None
-        if crop_padding is not None:
-            if pmask is None:
-                raise ValueError("crop_padding needs a mask (the crop is the mask's bounding box)")
-            if output_type == "latent":
-                raise ValueError("crop_padding cannot return latents: they would cover only the crop")
-            crop = framing.Crop(int(crop_padding), crop_resolution)
-        fr = self.frame(original, pmask, grow=mask_grow, feather=mask_blur, crop=crop)
-        guide, lmask = fr.latent, fr.latent_mask
-        ph, pw = fr.padded.shape[-2:]
-
-        ctrl = None
-        if control_image is not None:
-            ctrl = imaging.resize(imaging.to_tensor(control_image, "control_image").float(), (ph, pw))
-            if ctrl.shape[0] not in (1, n_in):
-                raise ValueError(f"got {ctrl.shape[0]} control images for {n_in} input images (use 1 or {n_in})")
-            ctrl = ctrl.expand(n_in, -1, -1, -1).repeat_interleave(num_images, dim=0).to(self.device)
-        cond = conditioning if conditioning is not None else \
-            self.encode_prompt(prompt, negative_prompt, b, guidance_scale, ph, pw)
-        denoiser = CountingDenoiser(self.make_denoiser(guidance_scale, ctrl, controlnet_conditioning_scale))
-        grid = check_sigmas(sigmas) if sigmas is not None else sdedit_sigmas(self.schedule, t0, steps, spacing)
-        n_steps = len(grid) - 1
-
-        bar = tqdm(total=n_steps * repeats, desc="sdedit", disable=not progress, leave=False)
-
-        def on_step(info):
-            bar.update(1)
-            return callback(info) if callback is not None else None
-
-        try:
-            latents = sdedit(denoiser, guide, t0=t0, steps=steps, sampler=sampler, mask=lmask, repeats=repeats,
-                             seed=seeds, spacing=spacing, known_noise=known_noise, callback=on_step,
-                             extra_args=cond.as_extra_args(), sigmas=grid)
-        finally:
-            bar.close()
-        out = SDEditOutput(None, latents, t0, float(grid[0]), n_steps, denoiser.calls, seeds, grid, lmask)
-        out.images = self.finish(fr, latents, composite, output_type)
-        return out
+    __call__ = run_sdedit  # pipelines/sdedit_call.py: SDEdit of images (and masks) with this model
 
     # ------------------------------------------------------------------ the SDE editing family
     def drag(self, image, points, mask=None, prompt: str = "", **kwargs):
@@ -412,14 +253,14 @@ class SDEditPipeline:
         return drag(self, image, points, mask, prompt, **kwargs)
 
     def inpaint(self, image, mask, prompt: str = "", **kwargs):
-        """SDE / ODE inpainting; see :func:`sdedit_engine.pipelines.drag_pipeline.inpaint`."""
-        from .drag_pipeline import inpaint
+        """SDE / ODE inpainting; see :func:`sdedit_engine.pipelines.inpaint_diffedit.inpaint`."""
+        from .inpaint_diffedit import inpaint
 
         return inpaint(self, image, mask, prompt, **kwargs)
 
     def diffedit(self, image, source_prompt: str, target_prompt: str, mask=None, **kwargs):
-        """DiffEdit-SDE / DiffEdit-ODE; see :func:`sdedit_engine.pipelines.drag_pipeline.diffedit`."""
-        from .drag_pipeline import diffedit
+        """DiffEdit-SDE / DiffEdit-ODE; see :func:`sdedit_engine.pipelines.inpaint_diffedit.diffedit`."""
+        from .inpaint_diffedit import diffedit
 
         return diffedit(self, image, source_prompt, target_prompt, mask, **kwargs)
 

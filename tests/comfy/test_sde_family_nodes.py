@@ -241,6 +241,19 @@ def test_image_to_image_with_the_automatic_mask(comfy_server, mode):
     assert np.abs(result[mask].astype(int) - original[mask]).mean() > 1
 
 
+def test_image_to_image_automatic_mask_knobs_set_the_draws_and_the_progress_counts_them(comfy_server):
+    """mask_repeats / mask_t0 (hard-coded 10 / 0.5 before): the run is numbered over the mask draws and
+    both passes (core.sde_edits.auto_diffedit), so the bar ends at 2 x steps + draws."""
+    p = i2i_prompt(comfy_server, "sde", seed=6, prefix="i2i_knobs", with_mask=False, mask_repeats=2, mask_t0=0.3)
+    pid = comfy_server.queue_prompt(p)
+    comfy_server.wait(pid)
+    events = [e.data for e in comfy_server.progress_events(pid) if e.data.get("node") == "node"]
+    assert {e["max"] for e in events} == {2 * STEPS + 2} and max(e["value"] for e in events) == 2 * STEPS + 2
+    spec = comfy_server.object_info("SDEditImageToImage")["input"]["optional"]
+    assert spec["mask_repeats"][1]["default"] == 10 and spec["mask_t0"][1]["default"] == 0.5
+    assert spec["mask_t0"][1]["min"] > 0 and spec["mask_repeats"][1]["tooltip"]
+
+
 # -- the shipped workflows, through the real frontend (test_workflows.py checks their format) ---------------
 def _workflow(name: str) -> dict:
     return json.loads((REPO / "workflows" / f"{name}.json").read_text())
