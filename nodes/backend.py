@@ -250,9 +250,12 @@ class EngineLoopSampler(comfy.samplers.KSAMPLER):
         base_cfg = model_wrap.cfg
 
         def guided(x, sigma, cfg=None, prompt=None):
+            # ComfyUI works on float32 latents: a float64 chain (Cycle-SDE) feeds the model float32 and
+            # gets D back in its own dtype
             model_wrap.cfg = base_cfg if cfg is None else cfg
             model_wrap.positive_key = prompt or "positive"
-            return model_wrap(x, sigma, **args)
+            work = latent_image.dtype
+            return model_wrap(x.to(work), sigma.to(torch.float32), **args).to(x.dtype)
 
         denoiser = guided
         if is_flow_sampling(model_wrap.inner_model.model_sampling):  # the algorithm walks engine σ (S) levels

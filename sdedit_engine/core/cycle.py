@@ -15,6 +15,15 @@ In σ-space with levels σ_0 > σ_1 > … > σ_N > 0 (descending, as the reverse
 
 ``extra_args_fn(i)`` gives per-step conditioning overrides (SDE-Drag's guidance ramp); recording and
 replay use the same ones, which exactness requires.
+
+Precision: the chain (states, recorded noise, the replayed state) is kept in float64 while the model
+runs in its own dtype (the denoiser casts its input). Replaying computes ``mean + std·w`` with
+``w = (z_s − mean)/std``; in float32 that round trip is off by ~1e-7·σ_t per step, which is large at
+σ_max = 14.6 and is amplified by the next model call (CFG 7.5 at t0 = 1: 1.7e-4 relative, CFG 30:
+O(1)). In float64 the replayed state agrees with the stored one to ~1e-16, so it is cast to the same
+model input and gets the same D: the reconstruction is exact to float64 rounding whatever t0, CFG or
+model dtype, and the result comes back in the input's dtype. (On devices without float64, e.g. MPS,
+the chain stays in the input's dtype.)
 """
 
 from __future__ import annotations
@@ -40,6 +49,11 @@ class CycleTrajectory:
     sigmas: list[float]
     states: list[torch.Tensor]
     noises: list[torch.Tensor] = field(default_factory=list)
+    dtype: Optional[torch.dtype] = None  # the clean input's dtype, which decoding returns (None: the states')
+
+    @property
+    def output_dtype(self) -> torch.dtype:
+        return self.dtype if self.dtype is not None else self.states[-1].dtype
 
     @property
     def steps(self) -> int:
@@ -79,8 +93,14 @@ def _check_levels(sigmas) -> list[float]:
     return levels
 
 
+def chain_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of a Cycle-SDE chain over ``x``: float64, unless ``x``'s device has none (MPS)."""
+    return x.dtype if x.device.type == "mps" else torch.float64
+
+
 def forward_noise(x0: torch.Tensor, sigmas, seed: int | Sequence[int] = 0, stream: str = "cycle/forward") -> list[torch.Tensor]:
-    """Forward-noise the clean latent up the levels with fresh noise; returns states aligned with ``sigmas``."""
+    """Forward-noise the clean latent up the levels with fresh noise; returns states aligned with ``sigmas``
+    (in ``x0``'s dtype; :func:`cycle_encode` passes a float64 ``x0``)."""
     levels = _check_levels(sigmas)
     noise = NoiseSource.like(x0, normalize_seeds(seed, x0.shape[0]), stream=stream)
     states = [x0]
@@ -102,17 +122,19 @@ def cycle_encode(
 ) -> CycleTrajectory:
     """Noise ``x0`` to ``sigmas[0]`` and record the reverse noise (one denoiser call per step).
 
-    ``stream`` names the forward noise's sub-stream of the seed (a new name gives new noise)."""
+    The trajectory's states and noises are float64 (see the module notes); ``stream`` names the forward
+    noise's sub-stream of the seed (a new name gives new noise)."""
     x0 = check_finite_tensor("x0", x0, min_ndim=2)
     levels = _check_levels(sigmas)
-    states = forward_noise(x0, levels, seed, stream)
+    dtype = chain_dtype(x0)
+    states = forward_noise(x0.to(dtype), levels, seed, stream)
     run = Stepper(denoiser, levels, callback, extra_args, extra_args_fn=extra_args_fn, what="Cycle-SDE recording")
     noises = []
     for i, s, s_next in run.steps():
-        d = run.denoise(states[i], s, i)
+        d = run.denoise(states[i], s, i).to(dtype)
         run.report(i, states[i], d, s, s_next)
         noises.append((states[i + 1] - ancestral_mean(d, states[i], s, s_next)) / ancestral_std(s, s_next))
-    return CycleTrajectory(levels, states, noises)
+    return CycleTrajectory(levels, states, noises, x0.dtype)
 
 
 def cycle_decode(
@@ -135,18 +157,22 @@ def cycle_decode(
     z = check_finite_tensor("z", z, min_ndim=2)
     if z.shape != trajectory.start.shape:
         raise ValueError(f"z has shape {tuple(z.shape)} but the trajectory holds {tuple(trajectory.start.shape)}")
-    mask = check_mask(mask, z)
+    out_dtype = trajectory.output_dtype
+    mask = check_mask(mask, z.to(out_dtype))  # a mask in the input's dtype (exact in the float64 chain)
+    dtype = trajectory.start.dtype
+    z = z.to(dtype)
+    mask = mask.to(dtype) if mask is not None else None
     run = Stepper(denoiser, trajectory.sigmas, callback, extra_args, extra_args_fn=extra_args_fn, what="Cycle-SDE")
     for i, s, s_next in run.steps():
-        d = run.denoise(z, s, i)
+        d = run.denoise(z, s, i).to(dtype)
         run.report(i, z, d, s, s_next)
         w = trajectory.noises[i]
         if fresh_noise_in_mask is not None and mask is not None:
-            w = mask * fresh_noise_in_mask() + (1 - mask) * w
+            w = mask * fresh_noise_in_mask().to(dtype) + (1 - mask) * w
         z = ancestral_mean(d, z, s, s_next) + ancestral_std(s, s_next) * w
         if mask is not None:
             z = torch.where(mask > 0, mask * z + (1 - mask) * trajectory.states[i + 1], trajectory.states[i + 1])
-    return z
+    return z.to(out_dtype)
 
 
 def cycle_reconstruct(denoiser, x0, sigmas, **kwargs) -> torch.Tensor:

@@ -148,3 +148,27 @@ def test_windowed_mask_grow_and_feather_matches_the_whole_image(comfy):
         win = _grow_and_feather(m, grow, feather)
         assert torch.equal(win == 0, full == 0) and torch.equal(win == 1, full == 1)
         assert float((win - full).abs().max()) < 1e-6
+
+
+@pytest.mark.parametrize("t0, steps, cfg", [(1.0, 20, 7.5), (1.0, 10, 30.0)])
+def test_cycle_sde_through_comfyuis_guider_reconstructs_exactly(comfy, t0, steps, cfg):
+    """Cycle-SDE on the node path (ComfyUI's CFG guider as the denoiser, as SDE-Drag/DiffEdit run it):
+    the float64 chain replays the recorded noise exactly at the nodes' extremes (issue 14.6; the float32
+    chain was off by 1e-4-1e-3 at t0 = 1, CFG 7.5)."""
+    from comfyui_sdedit.sdedit_engine.core.cycle import cycle_reconstruct, cycle_sigmas
+
+    backend = comfy["backend"]
+    latent = comfy["vae"].encode(_guide())
+    levels = cycle_sigmas(backend.model_schedule(comfy["model"]), t0, steps)
+    seen = {}
+
+    def algorithm(denoiser, lat, report):
+        seen["in"] = lat.clone()
+        out = cycle_reconstruct(denoiser, lat, levels, seed=3, extra_args_fn=lambda i: {"cfg": cfg})
+        seen["out"] = out
+        return out
+
+    backend.run_engine_loop(comfy["model"], comfy["pos"], comfy["neg"], latent, cfg=cfg, sigmas=levels,
+                            algorithm=algorithm, total_steps=2 * steps, seed=3)
+    assert seen["out"].dtype == seen["in"].dtype == torch.float32
+    assert float((seen["out"] - seen["in"]).norm() / seen["in"].norm()) <= 1e-6
