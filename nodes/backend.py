@@ -34,7 +34,7 @@ import torch
 from ..sdedit_engine.core.flow import PURE_NOISE_OFFSET, FlowDenoiser, FlowSchedule, check_t0_scale, flow_to_ve, is_flow
 from ..sdedit_engine.core.noise import NoiseSource, normalize_seeds
 from ..sdedit_engine.core.samplers import get_sampler
-from ..sdedit_engine.core.schedules import DiscreteSchedule
+from ..sdedit_engine.core.schedules import DEFAULT_SPACING, DiscreteSchedule
 from ..sdedit_engine.core.sdedit import KNOWN_NOISE_MODES, sdedit
 
 
@@ -76,7 +76,7 @@ def _flow_schedule(sampling, t0_scale: str) -> FlowSchedule:
         raise ValueError(f"model: {e}") from None
 
 
-def native_sigma_grid(schedule, t0: float, steps: int, spacing: str = "uniform") -> torch.Tensor:
+def native_sigma_grid(schedule, t0: float, steps: int, spacing: str = DEFAULT_SPACING) -> torch.Tensor:
     """The σ grid in the model's own coordinates (what ComfyUI SIGMAS carry): flow s on flow models."""
     return schedule.flow_sigma_grid(t0, steps, spacing) if is_flow(schedule) else schedule.sigma_grid(t0, steps, spacing)
 
@@ -198,7 +198,7 @@ def sdedit_latent(
     repeats: int,
     seed: int,
     mask: torch.Tensor | None = None,
-    spacing: str = "uniform",
+    spacing: str = DEFAULT_SPACING,
     known_noise: str = "fresh",
     t0_scale: str = "model",
 ) -> torch.Tensor:

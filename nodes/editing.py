@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..sdedit_engine.core import framing
+from ..sdedit_engine.core.schedules import DEFAULT_SPACING
 from ..sdedit_engine.io import imaging
 from .backend import sdedit_latent
 
@@ -73,7 +74,7 @@ class EditSettings:
     sampler_name: str
     repeats: int
     seed: int
-    spacing: str = "uniform"
+    spacing: str = DEFAULT_SPACING
     known_noise: str = "fresh"
     t0_scale: str = "model"
 

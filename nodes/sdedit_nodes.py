@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from comfy_api.v0_0_2 import io, ui
 
+from ..sdedit_engine.core.schedules import DEFAULT_SPACING
 from ..sdedit_engine.io import imaging
 from .backend import cfg_note, describe_start, model_schedule
 from .editing import EditSettings, edit_images, guide_to_bchw, mask_to_b1hw
@@ -16,7 +17,7 @@ CATEGORY = "SDEdit"
 
 def _settings(t0, steps, cfg, sampler, repeats, seed, spacing, known_noise, t0_scale="model") -> EditSettings:
     return EditSettings(cfg=cfg, t0=t0, steps=steps, sampler_name=sampler, repeats=repeats, seed=seed,
-                        spacing=spacing or "uniform", known_noise=known_noise or "fresh", t0_scale=t0_scale or "model")
+                        spacing=spacing or DEFAULT_SPACING, known_noise=known_noise or "fresh", t0_scale=t0_scale or "model")
 
 
 def start_info(model, t0: float, t0_scale: str, cfg: float | None = None) -> str:
@@ -56,7 +57,7 @@ class SDEdit(SDEditNode):
     @classmethod
     def execute(cls, model, positive, negative, vae, guide, t0, steps, cfg, sampler, repeats, seed, mask=None,
                 mask_grow=8, mask_feather=8.0, keep_unmasked_pixels=True, crop_to_mask=False, crop_padding=64,
-                crop_resolution=512, spacing="uniform", known_noise="fresh", t0_scale="model") -> io.NodeOutput:
+                crop_resolution=512, spacing=DEFAULT_SPACING, known_noise="fresh", t0_scale="model") -> io.NodeOutput:
         pixels, m = _prepare(guide, mask, crop_to_mask)
         settings = _settings(t0, steps, cfg, sampler, repeats, seed, spacing, known_noise, t0_scale)
         info = start_info(model, t0, t0_scale, cfg)
@@ -112,7 +113,7 @@ class SDEditT0Sweep(SDEditNode):
     @classmethod
     def execute(cls, model, positive, negative, vae, guide, t0_values, steps, cfg, sampler, repeats, seed, mask=None,
                 mask_grow=8, mask_feather=8.0, keep_unmasked_pixels=True, crop_to_mask=False, crop_padding=64,
-                crop_resolution=512, spacing="uniform", known_noise="fresh", t0_scale="model") -> io.NodeOutput:
+                crop_resolution=512, spacing=DEFAULT_SPACING, known_noise="fresh", t0_scale="model") -> io.NodeOutput:
         t0s = parse_t0_list(t0_values)
         pixels, m = _prepare(guide, mask, crop_to_mask)
         results, labels, rows = [], [], ["t0,l2"]

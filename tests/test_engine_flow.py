@@ -126,7 +126,8 @@ def test_ddim_is_the_closed_form_flow_euler_step(mixture, stroke_guide):
     guide = _batch(stroke_guide, 8)
     eps = torch.randn(guide.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     for sch in (SD3, FLUX):
-        out = sdedit(flow_model(mixture, sch), guide, t0=0.7, steps=25, sampler="ddim", init_noise=eps, seed=0)
+        out = sdedit(flow_model(mixture, sch), guide, t0=0.7, steps=25, sampler="ddim", init_noise=eps, seed=0,
+                     spacing="uniform")
         grid = sch.flow_sigma_grid(0.7, 25)
         x = (1 - grid[0]) * guide + grid[0] * eps
         for s, s_next in zip(grid[:-1].tolist(), grid[1:].tolist()):

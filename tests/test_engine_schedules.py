@@ -44,7 +44,7 @@ def test_t0_one_is_the_top_of_the_table_and_tiny_t0_clamps_to_first_step():
 
 
 def test_uniform_grid_with_tau_steps_visits_every_discrete_timestep():
-    grid = SD15.sigma_grid(0.5, 500)
+    grid = SD15.sigma_grid(0.5, 500, "uniform")
     assert grid.shape == (501,)
     assert grid[-1] == 0
     assert torch.equal(grid[:-1], SD15.sigmas[:500].flip(0))

@@ -160,7 +160,7 @@ def test_ddpm_on_the_full_grid_is_the_official_sdedit_loop():
     official = x
 
     replay = iter(zs)
-    ours = sample_ddpm(prior, x0 + schedule.sigmas[tau - 1] * e, schedule.sigma_grid(0.12, tau), noise_sampler=lambda s, sn: next(replay))
+    ours = sample_ddpm(prior, x0 + schedule.sigmas[tau - 1] * e, schedule.sigma_grid(0.12, tau, "uniform"), noise_sampler=lambda s, sn: next(replay))
     assert torch.allclose(ours, official, rtol=0, atol=1e-9), float((ours - official).abs().max())
 
 
@@ -210,7 +210,7 @@ def test_extra_args_reach_the_denoiser(prior, guide):
         ({"steps": 3.5}, "steps"),
         ({"repeats": 0}, "repeats"),
         ({"sampler": "euler_a"}, "sampler must be one of"),
-        ({"spacing": "exponential"}, "spacing"),
+        ({"spacing": "cosine"}, "spacing"),
         ({"known_noise": "frozen"}, "known_noise"),
         ({"seed": [1, 2]}, "seed"),
         ({"seed": "42"}, "seed"),

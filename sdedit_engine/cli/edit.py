@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from ..core.defaults import DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS, SPACINGS
 from .common import (
     T0_HELP,
     CLIError,
@@ -40,12 +41,13 @@ def _add_sdedit_args(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("sampling")
     s.add_argument("--prompt", default="")
     s.add_argument("--negative-prompt", default=None)
-    s.add_argument("--steps", type=steps_arg, default=20, help="solver steps from σ(t0) to 0")
-    s.add_argument("--sampler", default="dpmpp_2m_sde", choices=SamplerNames())
+    s.add_argument("--steps", type=steps_arg, default=DEFAULT_STEPS, help="solver steps from σ(t0) to 0")
+    s.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SamplerNames())
     add_guidance_arg(s, None)
     s.add_argument("--repeats", type=positive_int, default=1, help="K: re-noise and solve again (paper: 3)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--spacing", default="uniform", choices=("uniform", "karras"))
+    s.add_argument("--spacing", default=DEFAULT_SPACING, choices=SPACINGS,
+                   help="σ grid: exponential (even in log σ; default), uniform in timestep (the paper's loop), karras")
     s.add_argument("--known-noise", default="fresh", choices=("fresh", "fixed"))
     s.add_argument("--mask-grow", type=int, default=0, help="dilate the mask by N pixels")
     s.add_argument("--mask-blur", "--mask-feather", dest="mask_blur", type=number(0, what="--mask-blur"), default=0.0,

@@ -71,7 +71,7 @@ def cycle_sigmas(schedule, t0: float = 0.6, steps: int = 120) -> torch.Tensor:
     The clean input sits at the lowest level, so σ(t0) must lie above it: t0 ≥ 1.5/T (no repeated σ,
     see :meth:`DiscreteSchedule.sigma_grid`).
     """
-    levels = schedule.sigma_grid(check_t0(t0), check_steps(steps) + 1)[:-1]
+    levels = schedule.sigma_grid(check_t0(t0), check_steps(steps) + 1, "uniform")[:-1]  # the paper's grid
     if levels.numel() < 2:
         T = getattr(schedule, "num_timesteps", None)
         least = f"; use t0 >= {2 / T:g}" if T else ""

@@ -38,6 +38,8 @@ Lumina2 6, HiDream 3) or Flux-style ``flux_time_shift(μ, t) = e^μ / (e^μ + 1/
   length: 1000 for SD3/AuraFlow, 10000 for Flux, as in ComfyUI), then 0 — like the UNet's
   every-timestep grid, and close to diffusers' FlowMatchEuler grid (``linspace(1, 1/N, N)``).
 - ``karras``: Karras ρ = 7 spacing in S between S(start) and S(1/T), then 0.
+- ``exponential``: evenly spaced in log S between S(start) and S(1/T), then 0 (the engine's default
+  spacing for the SDE samplers, see :meth:`DiscreteSchedule.sigma_grid`).
 
 ComfyUI's own schedulers on a CONST model (``simple``, ``normal``, ``sgm_uniform``, ``karras``,
 ``beta``) are rebuilt in :mod:`~sdedit_engine.core.conversions` for comparison: ``simple`` and
@@ -265,12 +267,16 @@ class FlowSchedule:
         if spacing == "uniform":
             ts = torch.linspace(t_start, t_end, steps, dtype=torch.float64) if steps > 1 else torch.tensor([t_start], dtype=torch.float64)
             sig = self.flow_sigma(ts)
+        elif spacing == "exponential":  # evenly spaced in log S (the engine's σ), as for the UNet tables
+            hi, lo = math.log(float(flow_to_ve(s0))), math.log(float(flow_to_ve(self.flow_sigma(t_end))))
+            ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+            sig = ve_to_flow((hi + ramp * (lo - hi)).exp()) if steps > 1 else torch.tensor([s0], dtype=torch.float64)
         elif spacing == "karras":
             hi, lo = float(flow_to_ve(s0)) ** (1 / rho), float(flow_to_ve(self.flow_sigma(t_end))) ** (1 / rho)
             ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
             sig = ve_to_flow((hi + ramp * (lo - hi)) ** rho) if steps > 1 else torch.tensor([s0], dtype=torch.float64)
         else:
-            raise ValueError(f"spacing must be one of ('uniform', 'karras'), got {spacing!r}")
+            raise ValueError(f"spacing must be one of ('exponential', 'uniform', 'karras'), got {spacing!r}")
         sig[0] = s0  # the start exactly
         return torch.cat([sig, sig.new_zeros(1)])
 

@@ -20,8 +20,8 @@ import torch
 
 from .validation import check_sigmas
 
-Spacing = Literal["uniform", "karras"]
-SPACINGS: tuple[str, ...] = ("uniform", "karras")
+Spacing = Literal["exponential", "uniform", "karras"]
+from .defaults import DEFAULT_SPACING, SPACINGS  # noqa: E402,F401  (the one home of the defaults)
 
 
 def scaled_linear_alphas_cumprod(
@@ -166,14 +166,17 @@ class DiscreteSchedule:
         return float(self.sigma_to_t(torch.tensor(float(sigma), dtype=torch.float64))) / self.num_timesteps + 1.0 / self.num_timesteps
 
     # -- grids ---------------------------------------------------------------------------------------
-    def sigma_grid(self, t0: float, steps: int, spacing: Spacing = "uniform", rho: float = 7.0) -> torch.Tensor:
+    def sigma_grid(self, t0: float, steps: int, spacing: Spacing = DEFAULT_SPACING, rho: float = 7.0) -> torch.Tensor:
         """Descending σ grid from σ(t0) to 0 with at most ``steps`` solver steps (``steps + 1`` values).
 
-        ``uniform``: timesteps evenly spaced from round(t0·T) − 1 down to 0, so ``steps = round(t0·T)``
-        visits every discrete timestep (the official loop); fractional timesteps between table entries
-        get σ interpolated in log σ, so more steps than timesteps are still distinct levels. ``karras``:
-        Karras et al.'s ρ-spacing between σ(t0) and σ_min, which spends more steps at low noise. Both
-        end with σ = 0 (a final denoise).
+        ``exponential`` (default): σ evenly spaced in log σ (the exponential integrators' time λ = −log σ)
+        from σ(t0) down to σ_min, so every step has the same h = Δλ: the spacing chosen for SDEdit's
+        truncated range (BENCHMARKS.md §2: with ``dpmpp_2m_sde`` it matches the exact SDEdit law with
+        10 model calls, where the uniform grid's last step — a jump of 1.7 in log σ on the DDPM table —
+        left the 20-step spread 20 % short). ``uniform``: timesteps evenly spaced from round(t0·T) − 1
+        down to 0, so ``steps = round(t0·T)`` visits every discrete timestep (the official loop);
+        fractional timesteps between table entries get σ interpolated in log σ. ``karras``: Karras et
+        al.'s ρ-spacing between σ(t0) and σ_min. All end with σ = 0 (a final denoise).
 
         The grid never holds a repeated σ (:func:`check_sigmas` drops repeats). The one case where
         that shortens it is σ(t0) = σ_min, i.e. t0 < 1.5/T (the paper's t0 = 1/T): there is a single
@@ -190,6 +193,14 @@ class DiscreteSchedule:
             sig[0] = self.sigmas[start_t]  # exact table values at the ends
             if steps > 1:
                 sig[-1] = self.sigmas[0]
+        elif spacing == "exponential":
+            s_max, s_min = float(self.sigmas[start_t]), self.sigma_min
+            ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+            sig = (math.log(s_max) + ramp * (math.log(s_min) - math.log(s_max))).exp()
+            sig = sig.clamp(s_min, s_max)
+            sig[0] = s_max
+            if steps > 1:
+                sig[-1] = s_min
         elif spacing == "karras":
             s_max, s_min = float(self.sigmas[start_t]), self.sigma_min
             ramp = torch.linspace(0, 1, steps, dtype=torch.float64)

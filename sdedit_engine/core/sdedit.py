@@ -15,8 +15,8 @@ from typing import Any, Literal, Optional, Sequence
 import torch
 
 from .noise import NoiseSource, normalize_seeds
-from .samplers import Callback, get_sampler, offset_callback
-from .schedules import check_steps, check_t0
+from .samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, Callback, get_sampler, offset_callback
+from .schedules import DEFAULT_SPACING, check_steps, check_t0
 from .validation import check_finite_tensor, check_mask, check_sigmas
 
 KnownNoise = Literal["fresh", "fixed"]
@@ -47,14 +47,14 @@ class MaskedDenoiser:
         return self.mask * d + (1.0 - self.mask) * self.guide
 
 
-def sdedit_sigmas(denoiser_or_schedule, t0: float = 0.5, steps: int = 20, spacing: str = "uniform") -> torch.Tensor:
+def sdedit_sigmas(denoiser_or_schedule, t0: float = 0.5, steps: int = DEFAULT_STEPS, spacing: str = DEFAULT_SPACING) -> torch.Tensor:
     """The σ grid SDEdit walks: from σ(t0) down to 0 in ``steps`` solver steps."""
     schedule = getattr(denoiser_or_schedule, "schedule", denoiser_or_schedule)
     if not hasattr(schedule, "sigma_grid"):
         raise ValueError(
             "the denoiser has no schedule to turn t0 into sigma; pass `sigmas=` explicitly or a denoiser with `.schedule`"
         )
-    return schedule.sigma_grid(check_t0(t0), check_steps(steps), spacing)
+    return check_sigmas(schedule.sigma_grid(check_t0(t0), check_steps(steps), spacing))
 
 
 def sdedit(
@@ -62,12 +62,12 @@ def sdedit(
     guide: torch.Tensor,
     *,
     t0: float = 0.5,
-    steps: int = 20,
-    sampler: str = "dpmpp_2m_sde",
+    steps: int = DEFAULT_STEPS,
+    sampler: str = DEFAULT_SAMPLER,
     mask: Optional[torch.Tensor] = None,
     repeats: int = 1,
     seed: int | Sequence[int] = 0,
-    spacing: str = "uniform",
+    spacing: str = DEFAULT_SPACING,
     known_noise: KnownNoise = "fresh",
     callback: Optional[Callback] = None,
     extra_args: Optional[dict] = None,
@@ -86,7 +86,7 @@ def sdedit(
         mask: optional editable region, broadcastable to ``guide``; 1 = edit, 0 = keep exactly.
         repeats: K; each repeat re-noises the previous result to σ(t0) with fresh noise.
         seed: int (item i uses seed + i) or one int per item; noise is drawn on per-item CPU generators.
-        spacing: ``uniform`` in timestep (default) or ``karras``.
+        spacing: ``exponential`` (default: even in log σ), ``uniform`` in timestep (the paper) or ``karras``.
         known_noise: ``fresh`` noise for the kept area at every call, or ``fixed`` (one tensor per repeat).
         callback: ``callback(StepInfo)``; returning True cancels (raises ``SamplingCancelled``).
         extra_args: keyword arguments passed to every denoiser call (conditioning).

@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 from ..core import framing
 from ..core.denoisers import CountingDenoiser
-from ..core.schedules import check_t0
+from ..core.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
+from ..core.schedules import DEFAULT_SPACING, check_t0
 from ..core.sdedit import sdedit, sdedit_sigmas
 from ..core.validation import check_guidance_scale, check_sigmas
 from ..io import imaging
@@ -67,10 +68,10 @@ def _seeds(seed, generator, n: int) -> list[int]:
 
 @torch.no_grad()
 def run_sdedit(self, image, mask=None, prompt: str | Sequence[str] = "", negative_prompt: str | Sequence[str] | None = None,
-               *, t0: float = 0.5, steps: int = 20, sampler: str = "dpmpp_2m_sde", guidance_scale: float | None = None,
+               *, t0: float = 0.5, steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER, guidance_scale: float | None = None,
                repeats: int = 1, seed: int | Sequence[int] | None = None, generator=None, num_images: int = 1,
                output_type: str = "pil", control_image=None, controlnet_conditioning_scale: float = 1.0,
-               spacing: str = "uniform", known_noise: str = "fresh", mask_grow: int = 0, mask_blur: float = 0,
+               spacing: str = DEFAULT_SPACING, known_noise: str = "fresh", mask_grow: int = 0, mask_blur: float = 0,
                composite: bool = True, crop_padding: int | None = None, crop_resolution: int | None = None,
                sigmas: Optional[torch.Tensor] = None,
                conditioning: Optional[TextConditioning] = None, progress: bool = True,
