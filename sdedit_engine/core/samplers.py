@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from .defaults import DEFAULT_SAMPLER, DEFAULT_STEPS  # noqa: F401  (the one home of the defaults)
 from .noise import NoiseSource, normalize_seeds
 from .validation import check_sigmas
 
@@ -272,7 +273,6 @@ SAMPLERS: dict[str, SamplerSpec] = {
     )
 }
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
-from .defaults import DEFAULT_SAMPLER, DEFAULT_STEPS  # noqa: E402,F401  (the one home of the defaults)
 
 
 def get_sampler(name: str) -> SamplerSpec:

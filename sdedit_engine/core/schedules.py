@@ -18,10 +18,10 @@ from typing import Literal, Sequence
 
 import torch
 
+from .defaults import DEFAULT_SPACING, SPACINGS  # noqa: F401  (the one home of the defaults)
 from .validation import check_sigmas
 
 Spacing = Literal["exponential", "uniform", "karras"]
-from .defaults import DEFAULT_SPACING, SPACINGS  # noqa: E402,F401  (the one home of the defaults)
 
 
 def scaled_linear_alphas_cumprod(
