@@ -27,15 +27,13 @@ a different law) is the negative control that shows the test's power.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, write_csv  # noqa: E402  (sets OMP_NUM_THREADS=1 first)
-
 import torch  # noqa: E402
+from _common import RESULTS, machine, write_csv  # noqa: E402  (sets OMP_NUM_THREADS=1 first)
 
 from sdedit_engine import sdedit  # noqa: E402
 from sdedit_engine.core.analytic import GaussianMixturePrior  # noqa: E402

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from sdedit_engine import DiscreteSchedule, NoiseSource, get_sampler, sdedit, sdedit_sigmas
-from sdedit_engine.core.samplers import DEFAULT_SAMPLER
 from sdedit_engine.core.analytic import GaussianMixturePrior, energy_distance
+from sdedit_engine.core.samplers import DEFAULT_SAMPLER
 
 SHAPE = (4, 8, 8)
 D = 256
