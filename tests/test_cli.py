@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from sdedit_engine.cli import main  # noqa: E402
+from sdedit_engine.io.grids import grid_layout  # noqa: E402
 from sdedit_engine.io.imaging import load_image, save_image  # noqa: E402
 from sdedit_engine.io.strokes import count_colors  # noqa: E402
 from tests.fixtures.tiny_diffusers import pickle_checkpoint, tiny_lora_path, tiny_sd_path, tiny_single_file_path  # noqa: E402
@@ -102,7 +103,9 @@ def test_sweep_writes_grid_plot_and_csv(files, tmp_path, capsys):
     sig = [float(r["sigma0"]) for r in rows[:3]]
     assert sig[0] < sig[1] < sig[2] and abs(sig[1] - 1.6129) < 1e-3  # SD's σ(t0=0.5)
     grid = Image.open(outdir / "grid.png")
-    assert grid.size == (4 * 66 + 2, 2 * (64 + 14 + 2) + 2)  # guide + 3 t0 columns, one row per seed
+    labels = [lab for seed in (0, 1) for lab in (f"guide (seed {seed})", *(f"t0={t:g} s{seed}" for t in (0.2, 0.5, 0.8)))]
+    # guide + 3 t0 columns, one row per seed, laid out by the grid module (cells widen for their labels)
+    assert grid.size == grid_layout([(64, 64)] * 8, labels, columns=4).size
     plot = Image.open(outdir / "l2_vs_t0.png")
     assert plot.format == "PNG" and plot.width > 200
     assert len(list(outdir.glob("t0-*_seed-*.png"))) == 6
