@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.comfy import thumbnails
-from tests.comfy.conftest import CKPT, CONTROLNET, LORA
+from tests.comfy.conftest import CKPT, CONTROLNET, LORA, SD3_CKPT
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "workflows"
@@ -31,6 +31,8 @@ EXPECTED = {
     "sdedit_lora_controlnet", "sdedit_custom_sampler", "sdedit_t0_sweep",
     # the SDE family; their runs through the frontend are in test_point_editor.py / test_sde_family_nodes.py
     "sdedit_drag", "sde_inpaint", "diffedit_sde",
+    # flow-matching models (run below on the tiny SD1.5 patched by ModelSamplingFlux / the tiny MMDiT)
+    "flux_sdedit_stroke_painting", "flux_masked_edit", "flow_sde_drag",
 }
 PACK_DIR_NAME = "comfyui-sdedit"  # the name the harness links this repo under in custom_nodes
 
@@ -528,3 +530,73 @@ def test_t0_sweep_workflow_saves_the_grid(ui_server, run_ui):
     assert rows[0] == "t0,l2" and [r.split(",")[0] for r in rows[1:]] == ["0.3", "0.6"]
     l2 = [float(r.split(",")[1]) for r in rows[1:]]
     assert all(v >= 0 for v in l2)
+
+
+# ---------------------------------------------------------------------------------------------
+# flow-matching workflows
+# ---------------------------------------------------------------------------------------------
+def _flux_checks(wf: dict, prompt: dict) -> dict:
+    """ModelSamplingFlux feeds SDEdit, FluxGuidance the positive, cfg 1, t0 on the SD1.5 log-SNR scale."""
+    sd_node = _node(wf, "SDEdit")
+    sd = _api_node(prompt, sd_node)["inputs"]
+    assert sd["model"] == [str(_node(wf, "ModelSamplingFlux")["id"]), 0]
+    assert sd["positive"] == [str(_node(wf, "FluxGuidance")["id"]), 0]
+    assert sd["cfg"] == 1.0 and sd["t0_scale"] == "sd15_snr" and sd["steps"] == STEPS
+    return sd
+
+
+def test_flux_stroke_painting_workflow_runs(comfy_server, run_ui):
+    wf = _load("flux_sdedit_stroke_painting")
+    guide = _stroke_painting()
+    repl = _base_replacements(wf, "flux_strokes")
+    repl[str(_node(wf, "LoadImage")["id"])] = {"image": comfy_server.upload_image(guide, "wf_flux_strokes.png")}
+    entry = run_ui(copy.deepcopy(wf), repl)
+    prompt = _api_prompt(entry)
+    _check_api_prompt(wf, prompt)
+    assert "mask" not in _flux_checks(wf, prompt)
+    out = _one_image(comfy_server.output_images(entry), _node(wf, "SaveImage"))
+    assert out.shape == (S, S, 3) and np.abs(out.astype(float) - guide).mean() > 1.0
+    thumbnails.record("flux_sdedit_stroke_painting", out, guide)
+
+
+def test_flux_masked_edit_workflow_keeps_the_photo_outside_the_mask(comfy_server, run_ui):
+    wf = _load("flux_masked_edit")
+    photo = _photo()
+    rgba = np.concatenate([photo, np.full((S, S, 1), 255, np.uint8)], -1)
+    rgba[20:40, 20:44, 3] = 0  # what the mask editor saves: transparent = the area to edit
+    repl = _base_replacements(wf, "flux_masked")
+    repl[str(_node(wf, "SDEdit")["id"])] = {"steps": STEPS, "mask_grow": 2, "mask_feather": 2.0}  # 64 px test image
+    load = _node(wf, "LoadImage")
+    repl[str(load["id"])] = {"image": comfy_server.upload_image(rgba, "wf_flux_masked.png")}
+    entry = run_ui(copy.deepcopy(wf), repl)
+    prompt = _api_prompt(entry)
+    _check_api_prompt(wf, prompt)
+    sd = _flux_checks(wf, prompt)
+    assert sd["mask"] == [str(load["id"]), 1]
+    out = _one_image(comfy_server.output_images(entry), _node(wf, "SaveImage"))
+    grow, feather = sd["mask_grow"], sd["mask_feather"]
+    far = _far_from((20, 40, 20, 44), margin=grow + math.ceil(3 * feather) + 2)
+    assert far.sum() > S * S // 4
+    np.testing.assert_array_equal(out[far], photo[far])
+    assert np.abs(out[20:40, 20:44].astype(float) - photo[20:40, 20:44]).mean() > 1.0
+    thumbnails.record("flux_masked_edit", out, photo)
+
+
+def test_flow_sde_drag_workflow_runs_on_the_tiny_mmdit(comfy_server, run_ui, tiny_sd3):
+    wf = _load("flow_sde_drag")
+    img = np.full((S, S, 3), 90, np.uint8)
+    img[16:48, 8:32] = (250, 230, 60)
+    repl = _base_replacements(wf, "flow_drag")
+    repl["CheckpointLoaderSimple"] = {"ckpt_name": SD3_CKPT}
+    repl[str(_node(wf, "LoadImage")["id"])] = {"image": comfy_server.upload_image(img, "wf_flow_drag.png")}
+    repl["SDEditDrag"] = {"points": json.dumps([{"source": [20, 32], "target": [44, 32]}]), "t0": 0.4, "steps": STEPS,
+                          "step_size": 4.0, "patch_radius": 2}
+    entry = run_ui(copy.deepcopy(wf), repl)
+    prompt = _api_prompt(entry)
+    _check_api_prompt(wf, prompt)
+    drag = _api_node(prompt, _node(wf, "SDEditDrag"))["inputs"]
+    assert drag["model"] == [str(_node(wf, "CheckpointLoaderSimple")["id"]), 0] and drag["cfg"] > 1
+    out = _one_image(comfy_server.output_images(entry), _node(wf, "SaveImage"))
+    assert out.shape == (S, S, 3) and np.abs(out.astype(float) - img).mean() > 0.5
+    thumbnails.record("flow_sde_drag", out, img)
+
