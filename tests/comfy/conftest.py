@@ -161,14 +161,14 @@ def comfy_browser():
 
 
 @pytest.fixture(scope="session")
-def comfy_server_newest(comfyui_dir, tiny_models, tmp_path_factory):
+def comfy_server_newest(comfyui_dir, tiny_models, tiny_sd3, tmp_path_factory):
     """A second server that serves the newest frontend (``--front-end-root``, see harness.newest_frontend_root)."""
     root = harness.newest_frontend_root()
     if root is None:
         _missing(f"comfyui-frontend-package {harness.NEWEST_FRONTEND_VERSION} is not unzipped in the test cache")
     server = harness.ComfyServer(
         comfyui_dir, tmp_path_factory.mktemp("comfyui-base-newest-frontend"),
-        models={"checkpoints": [tiny_models["checkpoint"]], "loras": [tiny_models["lora"]],
+        models={"checkpoints": [tiny_models["checkpoint"], tiny_sd3], "loras": [tiny_models["lora"]],
                 "controlnet": [tiny_models["controlnet"]]},
         extra_args=["--front-end-root", str(root)],
     )

@@ -545,21 +545,21 @@ def _flux_checks(wf: dict, prompt: dict) -> dict:
     return sd
 
 
-def test_flux_stroke_painting_workflow_runs(comfy_server, run_ui):
+def test_flux_stroke_painting_workflow_runs(ui_server, run_ui):
     wf = _load("flux_sdedit_stroke_painting")
     guide = _stroke_painting()
     repl = _base_replacements(wf, "flux_strokes")
-    repl[str(_node(wf, "LoadImage")["id"])] = {"image": comfy_server.upload_image(guide, "wf_flux_strokes.png")}
+    repl[str(_node(wf, "LoadImage")["id"])] = {"image": ui_server.upload_image(guide, "wf_flux_strokes.png")}
     entry = run_ui(copy.deepcopy(wf), repl)
     prompt = _api_prompt(entry)
     _check_api_prompt(wf, prompt)
     assert "mask" not in _flux_checks(wf, prompt)
-    out = _one_image(comfy_server.output_images(entry), _node(wf, "SaveImage"))
+    out = _one_image(ui_server.output_images(entry), _node(wf, "SaveImage"))
     assert out.shape == (S, S, 3) and np.abs(out.astype(float) - guide).mean() > 1.0
     thumbnails.record("flux_sdedit_stroke_painting", out, guide)
 
 
-def test_flux_masked_edit_workflow_keeps_the_photo_outside_the_mask(comfy_server, run_ui):
+def test_flux_masked_edit_workflow_keeps_the_photo_outside_the_mask(ui_server, run_ui):
     wf = _load("flux_masked_edit")
     photo = _photo()
     rgba = np.concatenate([photo, np.full((S, S, 1), 255, np.uint8)], -1)
@@ -567,13 +567,13 @@ def test_flux_masked_edit_workflow_keeps_the_photo_outside_the_mask(comfy_server
     repl = _base_replacements(wf, "flux_masked")
     repl[str(_node(wf, "SDEdit")["id"])] = {"steps": STEPS, "mask_grow": 2, "mask_feather": 2.0}  # 64 px test image
     load = _node(wf, "LoadImage")
-    repl[str(load["id"])] = {"image": comfy_server.upload_image(rgba, "wf_flux_masked.png")}
+    repl[str(load["id"])] = {"image": ui_server.upload_image(rgba, "wf_flux_masked.png")}
     entry = run_ui(copy.deepcopy(wf), repl)
     prompt = _api_prompt(entry)
     _check_api_prompt(wf, prompt)
     sd = _flux_checks(wf, prompt)
     assert sd["mask"] == [str(load["id"]), 1]
-    out = _one_image(comfy_server.output_images(entry), _node(wf, "SaveImage"))
+    out = _one_image(ui_server.output_images(entry), _node(wf, "SaveImage"))
     grow, feather = sd["mask_grow"], sd["mask_feather"]
     far = _far_from((20, 40, 20, 44), margin=grow + math.ceil(3 * feather) + 2)
     assert far.sum() > S * S // 4
@@ -582,13 +582,13 @@ def test_flux_masked_edit_workflow_keeps_the_photo_outside_the_mask(comfy_server
     thumbnails.record("flux_masked_edit", out, photo)
 
 
-def test_flow_sde_drag_workflow_runs_on_the_tiny_mmdit(comfy_server, run_ui, tiny_sd3):
+def test_flow_sde_drag_workflow_runs_on_the_tiny_mmdit(ui_server, run_ui, tiny_sd3):
     wf = _load("flow_sde_drag")
     img = np.full((S, S, 3), 90, np.uint8)
     img[16:48, 8:32] = (250, 230, 60)
     repl = _base_replacements(wf, "flow_drag")
     repl["CheckpointLoaderSimple"] = {"ckpt_name": SD3_CKPT}
-    repl[str(_node(wf, "LoadImage")["id"])] = {"image": comfy_server.upload_image(img, "wf_flow_drag.png")}
+    repl[str(_node(wf, "LoadImage")["id"])] = {"image": ui_server.upload_image(img, "wf_flow_drag.png")}
     repl["SDEditDrag"] = {"points": json.dumps([{"source": [20, 32], "target": [44, 32]}]), "t0": 0.4, "steps": STEPS,
                           "step_size": 4.0, "patch_radius": 2}
     entry = run_ui(copy.deepcopy(wf), repl)
@@ -596,7 +596,7 @@ def test_flow_sde_drag_workflow_runs_on_the_tiny_mmdit(comfy_server, run_ui, tin
     _check_api_prompt(wf, prompt)
     drag = _api_node(prompt, _node(wf, "SDEditDrag"))["inputs"]
     assert drag["model"] == [str(_node(wf, "CheckpointLoaderSimple")["id"]), 0] and drag["cfg"] > 1
-    out = _one_image(comfy_server.output_images(entry), _node(wf, "SaveImage"))
+    out = _one_image(ui_server.output_images(entry), _node(wf, "SaveImage"))
     assert out.shape == (S, S, 3) and np.abs(out.astype(float) - img).mean() > 0.5
     thumbnails.record("flow_sde_drag", out, img)
 
