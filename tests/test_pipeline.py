@@ -319,8 +319,8 @@ def test_batches_of_images_masks_and_copies(pipe):
 
 def test_official_recipe_grid_visits_every_timestep(pipe):
     # steps = round(t0·T): the official loop's grid (every discrete timestep below τ, then 0)
-    out = pipe(_image(), prompt="x", t0=0.05, steps=50, sampler="ddpm", repeats=2, seed=0, output_type="latent",
-               progress=False)
+    out = pipe(_image(), prompt="x", t0=0.05, steps=50, sampler="ddpm", spacing="uniform", repeats=2, seed=0,
+               output_type="latent", progress=False)
     expected = torch.cat([pipe.schedule.sigmas[:50].flip(0), torch.zeros(1, dtype=torch.float64)])
     assert out.nfe == 100 and torch.allclose(out.sigmas.double(), expected, rtol=1e-9, atol=0)
     assert abs(out.sigma0 - float(pipe.schedule.sigmas[49])) < 1e-12

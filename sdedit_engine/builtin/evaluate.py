@@ -64,8 +64,10 @@ class TradeOffRow:
 
 
 def run_sdedit(pipe, guides: torch.Tensor, mask=None, *, t0: float, steps: int, sampler: str = "ddpm",
-               repeats: int = 1, seed: int = 0) -> tuple[torch.Tensor, int]:
-    out = pipe(guides, mask=mask, t0=t0, steps=steps, sampler=sampler, repeats=repeats, seed=seed,
+               repeats: int = 1, seed: int = 0, spacing: str = "uniform") -> tuple[torch.Tensor, int]:
+    """SDEdit on ``guides``; the paper's grid (uniform in timestep) unless ``spacing`` says otherwise, as measured
+    in BENCHMARKS §7."""
+    out = pipe(guides, mask=mask, t0=t0, steps=steps, sampler=sampler, spacing=spacing, repeats=repeats, seed=seed,
                output_type="pt", progress=False)
     return out.images, out.nfe
 

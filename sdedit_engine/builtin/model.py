@@ -64,6 +64,8 @@ class _ClipDenoiser:
 class BuiltinPipeline(SDEditPipeline):
     """SDEdit and the SDE editing family on the shipped unconditional 64² landscape model."""
 
+    vae_tiling = None  # no VAE, so no VAE tiling (shadows SDEditPipeline's codec-backed property)
+
     def __init__(self, unet, device=None):  # noqa: D401 - no diffusers pipeline object behind it
         self.pipe = None
         self._unet = unet
@@ -71,7 +73,6 @@ class BuiltinPipeline(SDEditPipeline):
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self._unet.to(self.device)
         self.lora_scale = None
-        self.vae_tiling: Optional[tuple[int, int]] = None
         self.unet_tiling: Optional[tuple[int, int]] = None
         self._schedule = spec.schedule()  # SDEditPipeline.schedule reads it
         self.prediction_type = spec.PREDICTION_TYPE
@@ -114,6 +115,9 @@ class BuiltinPipeline(SDEditPipeline):
     def enable_vae_tiling(self, enabled: bool = True, tile_size: int | None = None, overlap: int | None = None) -> None:
         if enabled:
             raise ValueError("vae tiling: the built-in model has no VAE (its latent is an exact pixel unshuffle)")
+
+    def vae_dtype(self) -> torch.dtype:
+        return torch.float32  # the exact pixel-unshuffle "VAE" works in float32
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
