@@ -112,7 +112,10 @@ def test_seeds_and_batches_equal_single_runs(comfy_server, kind):
     p["rep"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["guide", 0], "amount": 2}}
     p["node"]["inputs"]["guide"] = ["rep", 0]
     images = comfy_server.run(p)["save"]["images"]
-    assert np.array_equal(images[0], one) and np.array_equal(images[1], other)  # item i uses seed + i
+    # item i uses seed + i; a batched UNet call rounds differently from a single one (≤ 1e-4 in the latent,
+    # test_flow_inprocess), which can flip a pixel across an 8-bit step: allow one grey level
+    for got, want in ((images[0], one), (images[1], other)):
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
 
 
 @pytest.mark.parametrize("kind", ALL)
