@@ -7,6 +7,7 @@ from comfy_api.v0_0_2 import io
 
 from ..sdedit_engine.core import framing
 from ..sdedit_engine.core.cycle import cycle_sigmas
+from ..sdedit_engine.core.defaults import DEFAULT_DRAG_STEPS
 from ..sdedit_engine.core.drag import plan_drag
 from ..sdedit_engine.core.sde_edits import auto_diffedit, diffedit_steps
 from ..sdedit_engine.io import imaging
@@ -37,7 +38,8 @@ class SDEditDrag(SDEditNode):
                 "SDE-Drag (Nie et al., ICLR 2024): drags image content from source points to target points by "
                 "copy-pasting noisy latent patches, then denoising with Cycle-SDE (the input's own recorded noise), "
                 "so everything not dragged comes back as it was. Long drags are split into small moves. Defaults "
-                "follow the paper (t0 0.6, 120 steps, 10x10 latent patches, CFG ramping up to 3)."
+                "follow the paper (t0 0.6, 10x10 latent patches, CFG ramping up to 3) except the step count: 30 instead of "
+                "the paper's 120, a quarter of the cost with the same landing accuracy (BENCHMARKS.md §7)."
             ),
             inputs=inputs(
                 *MODEL_INPUTS, "image", "points", "mask", "t0", "steps", "cfg", "step_size", "patch_radius", "beta",
@@ -45,8 +47,9 @@ class SDEditDrag(SDEditNode):
                 image={"tooltip": "The image to drag-edit (512x512 suits SD1.x). RGBA: alpha is ignored."},
                 mask={"tooltip": "Optional editable area (1 = may change). Outside it the image is kept exactly."},
                 t0={"default": 0.6},
-                steps={"default": 120, "tooltip": "Reverse steps from t0 (the paper: 120 = 0.6 of a 200-step grid). "
-                                                  "Each drag iteration costs 2 x steps model calls."},
+                steps={"default": DEFAULT_DRAG_STEPS,
+                       "tooltip": f"Reverse steps from t0 (default {DEFAULT_DRAG_STEPS}; the paper: 120 = 0.6 of a "
+                                  "200-step grid, 4x the cost). Each drag iteration costs 2 x steps model calls."},
                 cfg={"default": 3.0, "min": 1.0, "max": 30.0, "round": None,
                      "tooltip": "Guidance at t0; it ramps linearly down to about 1 near the end, as in the paper."},
                 seed={"default": 1234, "tooltip": "Seed of the forward noise."},

@@ -331,3 +331,28 @@ def test_auto_diffedit_numbers_every_step_of_the_run(given):
         with pytest.raises(ValueError, match=message):
             auto_diffedit(model, x0, None, source_args={"prompt": "a"}, target_args={"prompt": "b"},
                           sigmas=cycle_sigmas(SD, 0.7, 6), **bad)
+
+
+# -- the drag default (BENCHMARKS.md §7) -------------------------------------------------------------------
+def test_the_default_drag_costs_a_quarter_of_the_papers_evaluations_and_every_front_end_shares_it(prior):
+    """30 steps: 2 x 30 denoiser calls per iteration (record + replay), i.e. 120 CFG image evaluations,
+    a quarter of the paper's 480; the pipeline, the engine plan and the CLI all default to the one constant."""
+    import inspect
+
+    from sdedit_engine.cli import build_parser
+    from sdedit_engine.core.defaults import DEFAULT_DRAG_STEPS
+    from sdedit_engine.core.drag import plan_drag
+    from sdedit_engine.pipelines.drag_pipeline import drag
+
+    assert DEFAULT_DRAG_STEPS == 30
+    x0 = prior.sample(1, torch.Generator().manual_seed(3))[0]
+    calls = prior.calls
+    sde_drag(prior, x0, [((4, 8), (6, 8))], seed=0)  # one iteration: a 2-cell move at the default step size
+    assert prior.calls - calls == 2 * DEFAULT_DRAG_STEPS
+    plan = plan_drag('[{"source": [32, 64], "target": [48, 64]}]', 128, 128, factor=8, schedule=SD)
+    assert plan.steps == DEFAULT_DRAG_STEPS and len(plan.sigmas) == DEFAULT_DRAG_STEPS + 1
+    assert 2 * 2 * plan.steps * plan.iterations == 120  # CFG batch 2, record + replay: 120 evaluations
+    assert inspect.signature(drag).parameters["steps"].default == DEFAULT_DRAG_STEPS
+    assert inspect.signature(sde_drag).parameters["steps"].default == DEFAULT_DRAG_STEPS
+    args = build_parser().parse_args(["drag", "in.png", "--points", "[[0, 0], [16, 0]]", "--model", "m", "-o", "out.png"])
+    assert args.steps == DEFAULT_DRAG_STEPS

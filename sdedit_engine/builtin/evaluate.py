@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..core.defaults import DEFAULT_DRAG_STEPS
 from ..io.imaging import faithfulness_l2 as l2
 from .detect import detect_sun
 from .domain import LandscapeInfo, render_batch
@@ -95,7 +96,7 @@ class DragResult:
     nfe: int = 0
 
 
-def drag_sun(pipe, image: torch.Tensor, info: LandscapeInfo, offset: tuple[float, float], *, steps: int = 120,
+def drag_sun(pipe, image: torch.Tensor, info: LandscapeInfo, offset: tuple[float, float], *, steps: int = DEFAULT_DRAG_STEPS,
              t0: float = 0.6, seed: int = 0, **kwargs) -> tuple[torch.Tensor, DragResult]:
     """SDE-Drag the sun of ``image`` ``(3, 64, 64)`` by ``offset`` px; the result and its measurements."""
     cx, cy = info.sun_center

@@ -10,9 +10,11 @@ Per drag iteration (long drags are split into moves of about ``step_size`` laten
    restored after every step, so those latents come back exactly; inside it the noise is fresh by
    default).
 
-Defaults follow the paper: t0 = 0.6 on a 200-step grid (120 steps), patch radius 5 (10×10 latent
-pixels), β = 0.3, α = 1.1, 2 latent pixels per iteration, CFG ramping linearly from 1 to 3 over the
-levels. Points are (x = column, y = row); pixels map to latent cells by floor division by 8.
+Defaults follow the paper — t0 = 0.6, patch radius 5 (10×10 latent pixels), β = 0.3, α = 1.1, 2 latent
+pixels per iteration, CFG ramping linearly from 1 to 3 over the levels — except the step count: the paper
+uses 120 steps (0.6 of a 200-step grid), the default here is ``DEFAULT_DRAG_STEPS`` = 30 (a quarter of the
+cost, landing as close to the target on the shipped model, BENCHMARKS.md §7). Points are (x = column,
+y = row); pixels map to latent cells by floor division by 8.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, Literal, Optional, Sequence
 import torch
 
 from .cycle import ExtraArgsFn, cycle_decode, cycle_encode, cycle_sigmas
+from .defaults import DEFAULT_DRAG_STEPS
 from .noise import NoiseSource, normalize_seeds
 from .samplers import Callback, offset_callback
 from .schedules import check_steps, check_t0
@@ -174,7 +177,7 @@ class DragPlan:
                         callback=callback)
 
 
-def plan_drag(points, width: int, height: int, *, factor: int, schedule, t0: float = 0.6, steps: int = 120,
+def plan_drag(points, width: int, height: int, *, factor: int, schedule, t0: float = 0.6, steps: int = DEFAULT_DRAG_STEPS,
               guidance_scale: float = 3.0, step_size: float = 2.0, guidance_distilled: bool = False) -> DragPlan:
     """Plan SDE-Drag on a ``width`` × ``height`` image whose latent is ``factor`` times smaller.
 
@@ -235,7 +238,7 @@ def sde_drag(
     *,
     mask: Optional[torch.Tensor] = None,
     t0: float = 0.6,
-    steps: int = 120,
+    steps: int = DEFAULT_DRAG_STEPS,
     step_size: float = 2.0,
     radius: int = 5,
     beta: float = 0.3,

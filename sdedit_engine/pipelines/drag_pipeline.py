@@ -11,6 +11,7 @@ from typing import Callable, Optional
 import torch
 
 from ..core.cycle import cycle_reconstruct, cycle_sigmas
+from ..core.defaults import DEFAULT_DRAG_STEPS
 from ..core.denoisers import CountingDenoiser
 from ..core.drag import DragPair, as_pairs, guidance_ramp, plan_drag  # noqa: F401 - as_pairs, DragPair: public here
 from ..core.validation import check_guidance_scale
@@ -22,7 +23,7 @@ from .lora_tuning import check_tuning_options, lora_scale_ramp, tune_lora
 
 
 def drag(pipe, image, points, mask=None, prompt: str = "", negative_prompt: str | None = None, *,
-         t0: float = 0.6, steps: int = 120, guidance_scale: float = 3.0, step_size: float = 2.0, radius: int = 5,
+         t0: float = 0.6, steps: int = DEFAULT_DRAG_STEPS, guidance_scale: float = 3.0, step_size: float = 2.0, radius: int = 5,
          beta: float = 0.3, alpha: float = 1.1, seed: int = 0, lora_tuning: Optional[dict] = None,
          composite: bool = True, output_type: str = "pil", progress: bool = True,
          callback: Optional[Callable] = None, lora_callback: Optional[Callable] = None) -> EditOutput:

@@ -107,6 +107,10 @@ def test_sde_family_nodes_are_registered_and_documented(comfy_server):
         for group in ("required", "optional"):
             for name, (_kind, *opts) in spec["input"].get(group, {}).items():
                 assert opts and opts[0].get("tooltip"), f"{node}.{name} has no tooltip"
+    from sdedit_engine.core.defaults import DEFAULT_DRAG_STEPS
+
+    steps = {**info["SDEditDrag"]["input"]["required"], **info["SDEditDrag"]["input"].get("optional", {})}["steps"]
+    assert steps[1]["default"] == DEFAULT_DRAG_STEPS == 30  # BENCHMARKS.md §7: a quarter of the paper's 120
     points = info["SDEditDrag"]["input"]["required"]["points"]
     assert points[0] == "STRING" and points[1].get("multiline") is True
     assert info["SDEditImageToImage"]["output"] == ["IMAGE", "MASK"]
