@@ -279,3 +279,47 @@ def test_analytic_demo_runs_without_a_model(capsys):
     assert main(["demo", "--analytic", "--samples", "50"]) == 0
     out = capsys.readouterr().out
     assert "Realism vs faithfulness" in out and "dpmpp_2m_sde" in out
+
+
+def test_crop_resolution_resizes_the_crop_and_equals_the_pipeline(files, tmp_path, capsys):
+    """--crop-to-mask PAD --crop-resolution PX = SDEditPipeline(crop_padding=PAD, crop_resolution=PX): the mask's
+    box is worked at PX on its long side and stitched back; outside the mask the guide stays exact."""
+    from sdedit_engine.io.imaging import load_mask
+    from sdedit_engine.pipelines.pipeline import SDEditPipeline
+
+    common = ["edit", files / "guide.png", "--mask", files / "mask.png", "--model", tiny_sd_path(), "--prompt", "x",
+              "--t0", "0.6", "--seed", "2", "--crop-to-mask", "8", *FAST]
+    out, native = tmp_path / "crop128.png", tmp_path / "native.png"
+    assert run([*common, "--crop-resolution", "128", "-o", out], capsys)[0] == 0
+    assert run([*common, "-o", native], capsys)[0] == 0
+    g, o, n, m = (np.asarray(Image.open(p)) for p in (files / "guide.png", out, native, files / "mask.png"))
+    assert np.array_equal(o[m == 0], g[m == 0]) and not np.array_equal(o[m == 255], n[m == 255])
+    guide = load_image(files / "guide.png")
+    pipe = SDEditPipeline.from_pretrained(str(tiny_sd_path()))
+    ref = pipe(guide, mask=load_mask(files / "mask.png", size=(64, 64)), prompt="x", t0=0.6, seed=2, steps=3,
+               crop_padding=8, crop_resolution=128, progress=False, output_type="pt").images
+    save_image(ref, tmp_path / "ref.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "ref.png")), o)
+    no_crop = [a for a in common if a not in ("--crop-to-mask", "8")]
+    code, _, err = run([*no_crop, "--crop-resolution", "64", "-o", out], capsys)
+    assert code == 1 and "--crop-resolution" in one_error_line(err) and "--crop-to-mask" in one_error_line(err)
+    code, _, err = run([*common, "--crop-resolution", "4", "-o", out], capsys)
+    assert code == 2 and "--crop-resolution" in err and ">= 8" in err
+
+
+def test_help_of_every_subcommand_imports_neither_torch_nor_diffusers():
+    """`sdedit X --help` answers at once: the parser, its choices (samplers, spacings) and defaults come from
+    plain constants; torch, diffusers and PIL load only when a command runs."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from sdedit_engine.cli import build_parser, main\n"
+        "names = [a for a in build_parser()._subparsers._group_actions[0].choices]\n"
+        "for n in names:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try: main([n, '--help'])\n"
+        "        except SystemExit: pass\n"
+        "print(len(names), sorted(m for m in ('torch', 'diffusers', 'PIL') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    count, loaded = r.stdout.split(" ", 1)
+    assert int(count) >= 11 and loaded.strip() == "[]", r.stdout

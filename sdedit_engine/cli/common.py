@@ -96,11 +96,11 @@ def xy_arg(text: str) -> tuple[int, int]:
 
 
 class SamplerNames:
-    """``choices`` for ``--sampler`` read from the engine's registry when first needed (parsing a value
-    or printing that subcommand's help), so building the parser does not import torch."""
+    """``choices`` for ``--sampler``: the engine registry's names, from ``core.defaults`` (which the registry
+    is checked against), so building the parser or printing help does not import torch."""
 
     def _names(self) -> tuple[str, ...]:
-        from ..core.samplers import SAMPLER_NAMES
+        from ..core.defaults import SAMPLER_NAMES
 
         return SAMPLER_NAMES
 

@@ -55,7 +55,21 @@ def _add_sdedit_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--no-composite", action="store_true", help="do not paste the original back outside the mask")
     s.add_argument("--crop-to-mask", type=int, default=None, metavar="PAD",
                    help="edit only the mask's bounding box plus PAD pixels (large images, small edits; needs a mask)")
+    s.add_argument("--crop-resolution", type=crop_resolution_arg, default=None, metavar="PX",
+                   help="with --crop-to-mask: resize the crop so its long side is PX pixels for the model "
+                        "(e.g. 512 for SD1.5, 1024 for SDXL/Flux; default: the crop's own size)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def crop_resolution_arg(text: str) -> int:
+    """--crop-resolution: an integer number of pixels >= 8 (the long side of the resized crop)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer number of pixels >= 8, got {text!r}") from None
+    if v < 8:
+        raise argparse.ArgumentTypeError(f"expected an integer number of pixels >= 8, got {v}")
+    return v
 
 
 def add_commands(sub) -> None:
@@ -120,11 +134,13 @@ def _call_kwargs(args, mask) -> dict:
     """The SDEditPipeline keyword arguments shared by every command."""
     if args.crop_to_mask is not None and mask is None:
         raise CLIError("--crop-to-mask needs a mask (--mask, or a mask file next to each guide for batch)")
+    if args.crop_resolution is not None and args.crop_to_mask is None:
+        raise CLIError("--crop-resolution resizes the crop of --crop-to-mask; give --crop-to-mask PAD too")
     return dict(prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, sampler=args.sampler,
                 guidance_scale=args.guidance_scale, repeats=args.repeats, control_image=_control(args),
                 controlnet_conditioning_scale=args.control_scale, spacing=args.spacing, known_noise=args.known_noise,
                 mask_grow=args.mask_grow, mask_blur=args.mask_blur, composite=not args.no_composite,
-                crop_padding=args.crop_to_mask, progress=not args.quiet)
+                crop_padding=args.crop_to_mask, crop_resolution=args.crop_resolution, progress=not args.quiet)
 
 
 def run_edit(pipe, args, guide, mask, seed: int, t0: float, num_images: int = 1):

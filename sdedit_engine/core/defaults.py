@@ -8,6 +8,9 @@ spread about 20 % short. 20 steps stay the default for real models, with margin.
 """
 
 DEFAULT_SAMPLER = "dpmpp_2m_sde"
+# The registry's names in its order (core/samplers.py checks its table against this at import), here so
+# that argument parsers and ``--help`` can list them without importing torch.
+SAMPLER_NAMES = ("ddpm", "euler_maruyama", "dpmpp_2m_sde", "ddim", "dpmpp_2m")
 DEFAULT_STEPS = 20
 SPACINGS = ("exponential", "uniform", "karras")
 DEFAULT_SPACING = "exponential"

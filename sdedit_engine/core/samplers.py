@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .defaults import DEFAULT_SAMPLER, DEFAULT_STEPS  # noqa: F401  (the one home of the defaults)
+from .defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_NAMES  # noqa: F401  (the one home of the defaults)
 from .noise import NoiseSource, normalize_seeds
 from .validation import check_sigmas
 
@@ -272,7 +272,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
         SamplerSpec("dpmpp_2m", sample_dpmpp_2m, False, "DPM-Solver++(2M), deterministic ODE twin"),
     )
 }
-SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
+if tuple(SAMPLERS) != SAMPLER_NAMES:  # pragma: no cover - a registry edit must update core/defaults.py too
+    raise ImportError(f"core.defaults.SAMPLER_NAMES {SAMPLER_NAMES} must list the registry {tuple(SAMPLERS)}")
 
 
 def get_sampler(name: str) -> SamplerSpec:
