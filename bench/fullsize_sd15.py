@@ -37,27 +37,71 @@ T0 = 0.5
 PROMPT = "a red house in a field"
 
 
-def timed(fn, *a):
+class NetworkClock:
+    """Process CPU seconds spent inside the given network modules (forward pre/post hooks; nested calls
+    count once). Both sides of a comparison make the same calls on the same modules, so what is left of a
+    run — its CPU time minus this — is the code each side runs *outside* the networks: the overhead."""
+
+    def __init__(self, modules):
+        self.seconds, self._depth, self._t = 0.0, 0, 0.0
+        self._hooks = []
+        for m in modules:
+            self._hooks.append(m.register_forward_pre_hook(self._enter))
+            self._hooks.append(m.register_forward_hook(self._leave))
+
+    def _enter(self, *_):
+        if self._depth == 0:
+            self._t = time.process_time()
+        self._depth += 1
+
+    def _leave(self, *_):
+        self._depth -= 1
+        if self._depth == 0:
+            self.seconds += time.process_time() - self._t
+
+
+def timed(fn, *a, clock: NetworkClock | None = None):
+    inside = clock.seconds if clock else 0.0
     w, c = time.perf_counter(), time.process_time()
     fn(*a)
-    return time.perf_counter() - w, time.process_time() - c
+    w, c = time.perf_counter() - w, time.process_time() - c
+    return w, c, (c - (clock.seconds - inside)) if clock else float("nan")
 
 
-def interleave(run_a, run_b, pairs: int, make_input, label: str) -> dict:
-    """Warm up both, then ``pairs`` interleaved pairs; medians and per-pair ratios (wall and CPU)."""
+def vae_parts(vae) -> list:
+    """The VAE's networks as modules whose forward runs (``encode``/``decode`` are methods, not forward)."""
+    return [m for m in (getattr(vae, n, None) for n in ("encoder", "decoder", "quant_conv", "post_quant_conv"))
+            if isinstance(m, torch.nn.Module)]
+
+
+def interleave(run_a, run_b, pairs: int, make_input, label: str, networks=None) -> dict:
+    """Warm up both, then ``pairs`` interleaved pairs; medians and per-pair ratios (wall and CPU).
+
+    With ``networks`` (the modules both sides call), also the CPU time outside them per run and
+    ``ratio_equal_net`` = (N + outside_A) / (N + outside_B), N = the median network time of all runs: the
+    ratio with the network's run-to-run noise (±5 % on a shared 2-core machine) taken out, since both sides
+    make the identical network calls."""
+    clock = NetworkClock(networks) if networks else None
     run_a(make_input(10_000), 10_000), run_b(make_input(10_000), 10_000)
-    wa, wb, ca, cb, rw, rc = [], [], [], [], [], []
+    wa, wb, ca, cb, rw, rc, oa, ob, net = [], [], [], [], [], [], [], [], []
     for i in range(pairs):
         x = make_input(i + 1)
         got = {}
         for name, fn in ((("A", run_a), ("B", run_b)) if i % 2 == 0 else (("B", run_b), ("A", run_a))):
-            got[name] = timed(fn, x, i + 1)
+            got[name] = timed(fn, x, i + 1, clock=clock)
         wa.append(got["A"][0]), wb.append(got["B"][0]), ca.append(got["A"][1]), cb.append(got["B"][1])
+        oa.append(got["A"][2]), ob.append(got["B"][2])
+        net += [got["A"][1] - got["A"][2], got["B"][1] - got["B"][2]]
         rw.append(got["A"][0] / got["B"][0]), rc.append(got["A"][1] / got["B"][1])
-        log(f"{label} pair {i}: A {got['A'][0]:.1f} s wall / {got['A'][1]:.1f} s cpu, "
-            f"B {got['B'][0]:.1f} / {got['B'][1]:.1f}")
-    return {"pairs": pairs, "A_wall_s": median(wa), "B_wall_s": median(wb), "A_cpu_s": median(ca), "B_cpu_s": median(cb),
-            "ratio_wall": median(rw), "ratio_cpu": median(rc), "ratio_cpu_min": min(rc), "ratio_cpu_max": max(rc)}
+        log(f"{label} pair {i}: A {got['A'][0]:.1f} s wall / {got['A'][1]:.1f} s cpu / {got['A'][2]:.2f} s outside, "
+            f"B {got['B'][0]:.1f} / {got['B'][1]:.1f} / {got['B'][2]:.2f}")
+    row = {"pairs": pairs, "A_wall_s": median(wa), "B_wall_s": median(wb), "A_cpu_s": median(ca), "B_cpu_s": median(cb),
+           "ratio_wall": median(rw), "ratio_cpu": median(rc), "ratio_cpu_min": min(rc), "ratio_cpu_max": max(rc)}
+    if clock:
+        n = median(net)
+        row.update(network_cpu_s=round(n, 2), A_outside_s=round(median(oa), 3), B_outside_s=round(median(ob), 3),
+                   ratio_equal_net=round((n + median(oa)) / (n + median(ob)), 4))
+    return row
 
 
 def guide(seed: int, size: int = 512) -> torch.Tensor:
@@ -101,7 +145,7 @@ def part_diffusers(steps: int, pairs: int, cfg: float, size: int, latent: bool =
     else:
         run_a, run_b = make_runs(sp, ref, steps, cfg)
         make = lambda k: guide(k, size)  # noqa: E731
-    row = interleave(run_a, run_b, pairs, make, "diffusers")
+    row = interleave(run_a, run_b, pairs, make, "diffusers", networks=[sp.unet, *vae_parts(sp.vae), sp.pipe.text_encoder])
     what = "loop (no VAE): SDEdit engine + pipeline denoiser / StableDiffusionImg2ImgPipeline(latent in, latent out)" \
         if latent else "SDEditPipeline / StableDiffusionImg2ImgPipeline"
     return {"compare": what, "size": size, "steps": steps, "unet_calls": steps, "cfg": cfg, **row}
@@ -153,7 +197,8 @@ def part_comfy(steps: int, pairs: int, cfg: float, size: int, ckpt: Path, comfy_
         out = comfy_nodes.common_ksampler(model, seed, steps, cfg, "ddpm", "simple", pos, neg, lat, denoise=T0)[0]
         return comfy_nodes.VAEDecode().decode(vae, out)[0]
 
-    row = interleave(run_a, run_b, pairs, lambda k: guide(k, size).permute(0, 2, 3, 1).contiguous(), "comfy")
+    nets = [model.model.diffusion_model, *vae_parts(vae.first_stage_model)]
+    row = interleave(run_a, run_b, pairs, lambda k: guide(k, size).permute(0, 2, 3, 1).contiguous(), "comfy", networks=nets)
     return {"compare": "SDEdit node / VAEEncode+KSampler+VAEDecode", "size": size, "steps": steps,
             "unet_calls": steps, "cfg": cfg, **row}
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from bench._common import RESULTS, machine, md_table, write_csv  # noqa: E402
-from bench.fullsize_sd15 import interleave
+from bench.fullsize_sd15 import interleave, vae_parts
 from bench.gpu_check import DTYPES, image, img2img_calls, reference
 
 
@@ -85,7 +85,10 @@ def main(argv=None) -> int:
             fn(image(args.size, 99), 99)
             h.remove()
             calls[name] = c[0]
-        row = interleave(run_a, run_b, args.pairs, lambda k: image(args.size, k), fam)
+        nets = [sp.unet, *vae_parts(sp.vae), *(m for m in (getattr(pipe, n, None) for n in
+                                                      ("text_encoder", "text_encoder_2", "text_encoder_3"))
+                                               if isinstance(m, torch.nn.Module))]
+        row = interleave(run_a, run_b, args.pairs, lambda k: image(args.size, k), fam, networks=nets)
         rows.append({"family": fam, "model": "full-size" if args.full else "tiny test model", "dtype": args.dtype,
                      "size": args.size, "calls_A": calls["A"], "calls_B": calls["B"], **row})
         del sp, pipe, run_a, run_b
