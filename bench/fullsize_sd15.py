@@ -99,7 +99,8 @@ def interleave(run_a, run_b, pairs: int, make_input, label: str, networks=None) 
            "ratio_wall": median(rw), "ratio_cpu": median(rc), "ratio_cpu_min": min(rc), "ratio_cpu_max": max(rc)}
     if clock:
         n = median(net)
-        row.update(network_cpu_s=round(n, 2), A_outside_s=round(median(oa), 3), B_outside_s=round(median(ob), 3),
+        row.update(network_cpu_s=round(n, 2), A_network_s=round(median(x - y for x, y in zip(ca, oa)), 2),
+                   B_network_s=round(median(x - y for x, y in zip(cb, ob)), 2), A_outside_s=round(median(oa), 3), B_outside_s=round(median(ob), 3),
                    ratio_equal_net=round((n + median(oa)) / (n + median(ob)), 4))
     return row
 
