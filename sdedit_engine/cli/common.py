@@ -51,14 +51,22 @@ def t0_list_arg(text: str) -> list[float]:
     return vals
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def integer(lo: int, what: str = "a positive integer"):
+    """An integer >= ``lo``; ``what`` names what is expected in the message."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
+        return v
+
+    return parse
+
+
+positive_int = integer(1)
 
 
 def steps_arg(text: str) -> int:

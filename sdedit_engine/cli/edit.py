@@ -25,6 +25,7 @@ from .common import (
     add_model_args,
     check_writable_image,
     info,
+    integer,
     load_pipeline,
     number,
     positive_int,
@@ -55,21 +56,10 @@ def _add_sdedit_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--no-composite", action="store_true", help="do not paste the original back outside the mask")
     s.add_argument("--crop-to-mask", type=int, default=None, metavar="PAD",
                    help="edit only the mask's bounding box plus PAD pixels (large images, small edits; needs a mask)")
-    s.add_argument("--crop-resolution", type=crop_resolution_arg, default=None, metavar="PX",
+    s.add_argument("--crop-resolution", type=integer(8, "an integer number of pixels >= 8"), default=None, metavar="PX",
                    help="with --crop-to-mask: resize the crop so its long side is PX pixels for the model "
                         "(e.g. 512 for SD1.5, 1024 for SDXL/Flux; default: the crop's own size)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-
-
-def crop_resolution_arg(text: str) -> int:
-    """--crop-resolution: an integer number of pixels >= 8 (the long side of the resized crop)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer number of pixels >= 8, got {text!r}") from None
-    if v < 8:
-        raise argparse.ArgumentTypeError(f"expected an integer number of pixels >= 8, got {v}")
-    return v
 
 
 def add_commands(sub) -> None:
