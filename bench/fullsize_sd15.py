@@ -44,12 +44,16 @@ class NetworkClock:
 
     def __init__(self, modules):
         self.seconds, self._depth, self._t = 0.0, 0, 0.0
+        self.calls: list[tuple] = []  # (module index, shape, dtype, strides) of each call's first tensor input
         self._hooks = []
-        for m in modules:
-            self._hooks.append(m.register_forward_pre_hook(self._enter))
+        for k, m in enumerate(modules):
+            self._hooks.append(m.register_forward_pre_hook(lambda mod, args, kwargs, k=k: self._enter(k, args, kwargs),
+                                                           with_kwargs=True))
             self._hooks.append(m.register_forward_hook(self._leave))
 
-    def _enter(self, *_):
+    def _enter(self, k, args, kwargs):
+        x = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        self.calls.append((k, None if x is None else (tuple(x.shape), str(x.dtype), x.stride())))
         if self._depth == 0:
             self._t = time.process_time()
         self._depth += 1
@@ -62,10 +66,12 @@ class NetworkClock:
 
 def timed(fn, *a, clock: NetworkClock | None = None):
     inside = clock.seconds if clock else 0.0
+    if clock:
+        clock.calls = []
     w, c = time.perf_counter(), time.process_time()
     fn(*a)
     w, c = time.perf_counter() - w, time.process_time() - c
-    return w, c, (c - (clock.seconds - inside)) if clock else float("nan")
+    return w, c, (c - (clock.seconds - inside)) if clock else float("nan"), sorted(clock.calls, key=repr) if clock else None
 
 
 def vae_parts(vae) -> list:
@@ -79,11 +85,12 @@ def interleave(run_a, run_b, pairs: int, make_input, label: str, networks=None) 
 
     With ``networks`` (the modules both sides call), also the CPU time outside them per run and
     ``ratio_equal_net`` = (N + outside_A) / (N + outside_B), N = the median network time of all runs: the
-    ratio with the network's run-to-run noise (±5 % on a shared 2-core machine) taken out, since both sides
-    make the identical network calls."""
+    ratio with the network's run-to-run noise (±15 % next to a memory-heavy job on a shared 2-core machine)
+    taken out. ``same_network_calls`` checks the premise: per run, both sides call the same modules on inputs
+    of the same shapes, dtypes and strides."""
     clock = NetworkClock(networks) if networks else None
     run_a(make_input(10_000), 10_000), run_b(make_input(10_000), 10_000)
-    wa, wb, ca, cb, rw, rc, oa, ob, net = [], [], [], [], [], [], [], [], []
+    wa, wb, ca, cb, rw, rc, oa, ob, net, same = [], [], [], [], [], [], [], [], [], []
     for i in range(pairs):
         x = make_input(i + 1)
         got = {}
@@ -92,6 +99,7 @@ def interleave(run_a, run_b, pairs: int, make_input, label: str, networks=None) 
         wa.append(got["A"][0]), wb.append(got["B"][0]), ca.append(got["A"][1]), cb.append(got["B"][1])
         oa.append(got["A"][2]), ob.append(got["B"][2])
         net += [got["A"][1] - got["A"][2], got["B"][1] - got["B"][2]]
+        same.append(got["A"][3] == got["B"][3])
         rw.append(got["A"][0] / got["B"][0]), rc.append(got["A"][1] / got["B"][1])
         log(f"{label} pair {i}: A {got['A'][0]:.1f} s wall / {got['A'][1]:.1f} s cpu / {got['A'][2]:.2f} s outside, "
             f"B {got['B'][0]:.1f} / {got['B'][1]:.1f} / {got['B'][2]:.2f}")
@@ -101,7 +109,8 @@ def interleave(run_a, run_b, pairs: int, make_input, label: str, networks=None) 
         n = median(net)
         row.update(network_cpu_s=round(n, 2), A_network_s=round(median(x - y for x, y in zip(ca, oa)), 2),
                    B_network_s=round(median(x - y for x, y in zip(cb, ob)), 2), A_outside_s=round(median(oa), 3), B_outside_s=round(median(ob), 3),
-                   ratio_equal_net=round((n + median(oa)) / (n + median(ob)), 4))
+                   ratio_equal_net=round((n + median(oa)) / (n + median(ob)), 4),
+                   same_network_calls=all(same))  # the same modules called on the same shapes, dtypes and strides
     return row
 
 
