@@ -87,7 +87,7 @@ def interleave(run_a, run_b, pairs: int, make_input, label: str, networks=None) 
     ``ratio_equal_net`` = (N + outside_A) / (N + outside_B), N = the median network time of all runs: the
     ratio with the network's run-to-run noise (±15 % next to a memory-heavy job on a shared 2-core machine)
     taken out. ``same_network_calls`` checks the premise: per run, both sides call the same modules on inputs
-    of the same shapes, dtypes and strides."""
+    of the same shapes, dtypes and strides; ``calls_A``/``calls_B`` count the first network's calls in a run."""
     clock = NetworkClock(networks) if networks else None
     run_a(make_input(10_000), 10_000), run_b(make_input(10_000), 10_000)
     wa, wb, ca, cb, rw, rc, oa, ob, net, same = [], [], [], [], [], [], [], [], [], []
@@ -110,7 +110,8 @@ def interleave(run_a, run_b, pairs: int, make_input, label: str, networks=None) 
         row.update(network_cpu_s=round(n, 2), A_network_s=round(median(x - y for x, y in zip(ca, oa)), 2),
                    B_network_s=round(median(x - y for x, y in zip(cb, ob)), 2), A_outside_s=round(median(oa), 3), B_outside_s=round(median(ob), 3),
                    ratio_equal_net=round((n + median(oa)) / (n + median(ob)), 4),
-                   same_network_calls=all(same))  # the same modules called on the same shapes, dtypes and strides
+                   same_network_calls=all(same),  # the same modules called on the same shapes, dtypes and strides
+                   calls_A=sum(1 for k, _ in got["A"][3] if k == 0), calls_B=sum(1 for k, _ in got["B"][3] if k == 0))
     return row
 
 

@@ -78,19 +78,12 @@ def main(argv=None) -> int:
             pipe = tiny_pipe(fam).to(device=args.device, dtype=DTYPES[args.dtype])
         sp = SDEditPipeline(pipe, device=args.device)
         run_a, run_b = make_runs(sp, reference(sp), args.steps, args.size, args.device)
-        calls = {}
-        for name, fn in (("A", run_a), ("B", run_b)):
-            c = [0]
-            h = sp.unet.register_forward_hook(lambda *_, c=c: c.__setitem__(0, c[0] + 1))
-            fn(image(args.size, 99), 99)
-            h.remove()
-            calls[name] = c[0]
         nets = [sp.unet, *vae_parts(sp.vae), *(m for m in (getattr(pipe, n, None) for n in
                                                       ("text_encoder", "text_encoder_2", "text_encoder_3"))
                                                if isinstance(m, torch.nn.Module))]
         row = interleave(run_a, run_b, args.pairs, lambda k: image(args.size, k), fam, networks=nets)
         rows.append({"family": fam, "model": "full-size" if args.full else "tiny test model", "dtype": args.dtype,
-                     "size": args.size, "calls_A": calls["A"], "calls_B": calls["B"], **row})
+                     "size": args.size, **row})
         del sp, pipe, run_a, run_b
     out = Path(args.out)
     name = "overhead_flow" + ("_full" if args.full else "")
