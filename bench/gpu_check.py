@@ -149,10 +149,9 @@ def check_family(family: str, dtype_name: str, pipe, device: str, size: int, ste
     n = next(k for k in range(steps, 10 * steps + 2) if img2img_calls(k, strength, flow) >= steps)
     rkw = dict(image=img.to(device), strength=strength, num_inference_steps=n, output_type="pt",
                generator=torch.Generator().manual_seed(0))
-    if sp.family not in ("flux", "flux-schnell"):
-        rkw["guidance_scale"] = g
-    else:
-        rkw.update(guidance_scale=g, height=size, width=size)
+    rkw["guidance_scale"] = g
+    if flow:  # SD3/Flux img2img would resize the image to their default 1024² otherwise
+        rkw.update(height=size, width=size)
     calls = [0]
     hook = sp.unet.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     try:

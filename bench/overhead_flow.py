@@ -44,7 +44,7 @@ def make_runs(sp, ref, steps: int, size: int, device: str):
 
     @torch.no_grad()
     def run_b(img, seed):
-        kw = dict(height=size, width=size) if sp.family.startswith("flux") else {}
+        kw = dict(height=size, width=size)  # else SD3/Flux img2img resize the image to their default 1024²
         out = ref("a red house in a field", image=img.to(device), strength=0.6, num_inference_steps=n, guidance_scale=g,
                   generator=torch.Generator().manual_seed(seed), output_type="pt", **kw).images
         sync()
