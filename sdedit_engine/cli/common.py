@@ -51,22 +51,14 @@ def t0_list_arg(text: str) -> list[float]:
     return vals
 
 
-def integer(lo: int, what: str = "a positive integer"):
-    """An integer >= ``lo``; ``what`` names what is expected in the message."""
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
-        return v
-
-    return parse
-
-
-positive_int = integer(1)
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
 
 
 def steps_arg(text: str) -> int:
@@ -75,6 +67,20 @@ def steps_arg(text: str) -> int:
 
     try:
         return check_steps(positive_int(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def crop_resolution_arg(text: str) -> int:
+    """``--crop-resolution``, checked by the one crop rule every front end uses (``core.framing.Crop``)."""
+    from ..core.framing import Crop
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = text  # Crop's message names what is allowed
+    try:
+        return Crop(0, value).resolution
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -101,22 +107,6 @@ def xy_arg(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--at must be X,Y in pixels, e.g. 32,48; got {text!r}") from None
     return x, y
-
-
-class SamplerNames:
-    """``choices`` for ``--sampler``: the engine registry's names, from ``core.defaults`` (which the registry
-    is checked against), so building the parser or printing help does not import torch."""
-
-    def _names(self) -> tuple[str, ...]:
-        from ..core.defaults import SAMPLER_NAMES
-
-        return SAMPLER_NAMES
-
-    def __contains__(self, name) -> bool:
-        return name in self._names()
-
-    def __iter__(self):
-        return iter(self._names())
 
 
 # --------------------------------------------------------------------------- shared argument groups

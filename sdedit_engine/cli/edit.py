@@ -16,16 +16,15 @@ import json
 import os
 from pathlib import Path
 
-from ..core.defaults import DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS, SPACINGS
+from ..core.defaults import DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS, SAMPLER_NAMES, SPACINGS
 from .common import (
     T0_HELP,
     CLIError,
-    SamplerNames,
     add_guidance_arg,
     add_model_args,
     check_writable_image,
+    crop_resolution_arg,
     info,
-    integer,
     load_pipeline,
     number,
     positive_int,
@@ -43,7 +42,7 @@ def _add_sdedit_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--prompt", default="")
     s.add_argument("--negative-prompt", default=None)
     s.add_argument("--steps", type=steps_arg, default=DEFAULT_STEPS, help="solver steps from σ(t0) to 0")
-    s.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SamplerNames())
+    s.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLER_NAMES)
     add_guidance_arg(s, None)
     s.add_argument("--repeats", type=positive_int, default=1, help="K: re-noise and solve again (paper: 3)")
     s.add_argument("--seed", type=int, default=0)
@@ -56,7 +55,7 @@ def _add_sdedit_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--no-composite", action="store_true", help="do not paste the original back outside the mask")
     s.add_argument("--crop-to-mask", type=int, default=None, metavar="PAD",
                    help="edit only the mask's bounding box plus PAD pixels (large images, small edits; needs a mask)")
-    s.add_argument("--crop-resolution", type=integer(8, "an integer number of pixels >= 8"), default=None, metavar="PX",
+    s.add_argument("--crop-resolution", type=crop_resolution_arg, default=None, metavar="PX",
                    help="with --crop-to-mask: resize the crop so its long side is PX pixels for the model "
                         "(e.g. 512 for SD1.5, 1024 for SDXL/Flux; default: the crop's own size)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
