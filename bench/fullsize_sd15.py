@@ -74,10 +74,14 @@ def timed(fn, *a, clock: NetworkClock | None = None):
     return w, c, (c - (clock.seconds - inside)) if clock else float("nan"), sorted(clock.calls, key=repr) if clock else None
 
 
+def submodules(owner, *names) -> list:
+    """Those of ``owner``'s attributes ``names`` that exist and are modules."""
+    return [m for m in (getattr(owner, n, None) for n in names) if isinstance(m, torch.nn.Module)]
+
+
 def vae_parts(vae) -> list:
     """The VAE's networks as modules whose forward runs (``encode``/``decode`` are methods, not forward)."""
-    return [m for m in (getattr(vae, n, None) for n in ("encoder", "decoder", "quant_conv", "post_quant_conv"))
-            if isinstance(m, torch.nn.Module)]
+    return submodules(vae, "encoder", "decoder", "quant_conv", "post_quant_conv")
 
 
 def interleave(run_a, run_b, pairs: int, make_input, label: str, networks=None) -> dict:

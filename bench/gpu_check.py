@@ -147,9 +147,8 @@ def check_family(family: str, dtype_name: str, pipe, device: str, size: int, ste
     ref = reference(sp)
     strength, flow = 0.6, sp.flow is not None
     n = next(k for k in range(steps, 10 * steps + 2) if img2img_calls(k, strength, flow) >= steps)
-    rkw = dict(image=img.to(device), strength=strength, num_inference_steps=n, output_type="pt",
+    rkw = dict(image=img.to(device), strength=strength, num_inference_steps=n, guidance_scale=g, output_type="pt",
                generator=torch.Generator().manual_seed(0))
-    rkw["guidance_scale"] = g
     if flow:  # SD3/Flux img2img would resize the image to their default 1024² otherwise
         rkw.update(height=size, width=size)
     calls = [0]

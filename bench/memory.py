@@ -8,7 +8,7 @@ Modes: ``vae`` = VAE tiling (512-px tiles, the pipeline's own streaming tiles), 
 
 ``--model full-sd15``: the published SD1.5 architecture with random weights (``bench/fullsize_models.py``:
 UNet 860 M, VAE 84 M, CLIP-L; float32 on the CPU). One 512-px tile costs ~17 s of CPU in the UNet (×2 with
-CFG) and a VAE decode tile about as much, so an 8192² edit (441 UNet tiles per step, 289 VAE tiles each
+CFG) and a VAE decode tile about as much, so an 8192² edit (441 UNet tiles per step, 441 VAE tiles each
 way) is hours of CPU. ``--real-calls N`` makes that measurable: the UNet, the VAE encoder and the VAE
 decoder really run the first N times they see a given input shape, and after that return a copy of their
 last output for that shape. Every tile is laid out, sliced, blended and written into the full-size buffers

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from bench._common import RESULTS, machine, md_table, write_csv  # noqa: E402
-from bench.fullsize_sd15 import interleave, vae_parts
+from bench.fullsize_sd15 import interleave, submodules, vae_parts
 from bench.gpu_check import DTYPES, image, img2img_calls, reference
 
 
@@ -78,9 +78,7 @@ def main(argv=None) -> int:
             pipe = tiny_pipe(fam).to(device=args.device, dtype=DTYPES[args.dtype])
         sp = SDEditPipeline(pipe, device=args.device)
         run_a, run_b = make_runs(sp, reference(sp), args.steps, args.size, args.device)
-        nets = [sp.unet, *vae_parts(sp.vae), *(m for m in (getattr(pipe, n, None) for n in
-                                                      ("text_encoder", "text_encoder_2", "text_encoder_3"))
-                                               if isinstance(m, torch.nn.Module))]
+        nets = [sp.unet, *vae_parts(sp.vae), *submodules(pipe, "text_encoder", "text_encoder_2", "text_encoder_3")]
         row = interleave(run_a, run_b, args.pairs, lambda k: image(args.size, k), fam, networks=nets)
         rows.append({"family": fam, "model": "full-size" if args.full else "tiny test model", "dtype": args.dtype,
                      "size": args.size, **row})
